@@ -1,0 +1,256 @@
+"""Run folders, the unit of record: everything a training run produced, written atomically.
+
+``runs/<name>-<YYYYmmdd-HHMMSS>/`` (or the folder given with ``--out``) holds
+
+- ``config.toml``: the resolved config (every default filled in) — the run can be rebuilt from it;
+- ``run.json``: status (``running``, ``finished``, ``failed``), versions, device, start and end times;
+- ``history.csv``: one row per epoch (``epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds``);
+- ``checkpoint.pt``: the full training state after the last finished epoch, for ``--resume``;
+- ``model.pt``: the final weights (a state dict, ``torch.load(weights_only=True)``);
+- ``metrics.json``: the final numbers, written last: its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwell.config import Config, config_to_toml, load_config
+from trainwell.errors import ConfigError, RunError
+from trainwell.io import write_json, write_text, write_with
+from trainwell.nn.build import build_model, output_units
+from trainwell.train.callbacks import Callback, EarlyStopping
+from trainwell.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from trainwell.train.loop import HISTORY_COLUMNS, TrainState, evaluate, fit, resolve_device
+from trainwell.train.progress import ProgressBar
+
+CONFIG, RUN, HISTORY, CHECKPOINT, MODEL, METRICS = (
+    "config.toml", "run.json", "history.csv", "checkpoint.pt", "model.pt", "metrics.json")
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
+    return buffer.getvalue()
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    with open(Path(run_dir) / HISTORY, newline="") as f:
+        return [{k: (float(v) if v != "" else float("nan")) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RunRecorder(Callback):
+    """Writes the history and the checkpoint after every epoch and the model at the end. Put it last, after
+    every callback whose state it must save and after early stopping's weight restore."""
+
+    def __init__(self, run_dir: Path, callbacks: list[Callback]):
+        self.run_dir = run_dir
+        self.callbacks = callbacks  # whose states go into the checkpoint
+
+    def on_epoch_end(self, trainer: TrainState, epoch: int, logs: dict[str, float]) -> None:
+        write_text(self.run_dir / HISTORY, history_csv(trainer.history))
+        save_checkpoint(self.run_dir / CHECKPOINT, trainer, self.callbacks)
+
+    def on_train_end(self, trainer: TrainState) -> None:
+        state = trainer.model.state_dict()
+        write_with(self.run_dir / MODEL, lambda f: torch.save(state, f))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_run_dir(config: Config, name: str, runs_root: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(runs_root) / f"{config.name or name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def check_model_fits_data(config: Config, num_classes: int) -> None:
+    units = output_units(config.model)
+    if config.train.loss == "sparse_categorical_crossentropy" and units != num_classes:
+        raise ConfigError(
+            f"model.layers: the last dense layer has {units} units but {config.data.dataset} has "
+            f"{num_classes} classes; set units = {num_classes} on the output layer"
+        )
+    if config.train.loss == "binary_crossentropy" and (units != 1 or num_classes != 2):
+        raise ConfigError(
+            f"binary_crossentropy needs 2 classes and a last dense layer of 1 unit; got {num_classes} classes "
+            f"and {units} units"
+        )
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise RunError(f"{run_dir}: not a run folder (no {CONFIG}); give a folder made by `trainwell train`")
+    return load_config(run_dir / CONFIG)
+
+
+def load_run_model(run_dir: str | Path, config: Config | None = None, input_shape: tuple[int, ...] | None = None
+                   ) -> nn.Module:
+    """The trained model of a finished run (its ``model.pt``), on the CPU, in inference mode."""
+    run_dir = Path(run_dir)
+    config = config or load_run_config(run_dir)
+    if not (run_dir / MODEL).is_file():
+        raise RunError(f"{run_dir}: the run has no {MODEL} (it has not finished); resume it with "
+                       f"`trainwell train --resume {run_dir}`")
+    if input_shape is None:
+        input_shape = tuple(json.loads((run_dir / RUN).read_text())["input_shape"])
+    model = build_model(config.model, input_shape)
+    model.load_state_dict(load_weights(run_dir / MODEL))
+    return model.eval()
+
+
+def run_training(config: Config, *, name: str = "run", out: str | Path | None = None,
+                 runs_root: str | Path = "runs", progress: bool = True,
+                 extra_callbacks: list[Callback] | None = None) -> RunResult:
+    """Train ``config`` into a new run folder and return its metrics: what ``trainwell train`` does.
+
+    Nothing is created until the config and the data have been checked.
+    """
+    from trainwell.data import load_dataset
+
+    dataset = load_dataset(config.data)
+    check_model_fits_data(config, dataset.num_classes)
+    run_dir = Path(out) if out is not None else new_run_dir(config, name, runs_root)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir}: the folder exists and is not empty; choose another --out, or continue "
+                       f"that run with `trainwell train --resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG, config_to_toml(config))
+    return _train_into(run_dir, config, dataset, None, progress, extra_callbacks)
+
+
+def resume_training(run_dir: str | Path, *, progress: bool = True,
+                    extra_callbacks: list[Callback] | None = None) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint, with its own config: ``train --resume``.
+
+    A run that died before its first checkpoint starts again from the beginning, in the same folder.
+    """
+    from trainwell.data import load_dataset
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if (run_dir / METRICS).is_file():
+        raise RunError(f"{run_dir}: this run has already finished ({METRICS} exists); nothing to resume")
+    ckpt = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
+    dataset = load_dataset(config.data)
+    return _train_into(run_dir, config, dataset, ckpt, progress, extra_callbacks)
+
+
+def _train_into(run_dir: Path, config: Config, dataset: Any, ckpt: dict[str, Any] | None, progress: bool,
+                extra_callbacks: list[Callback] | None) -> RunResult:
+    device = resolve_device(config.train.device)
+    info = {
+        "status": "running",
+        "started": _now(),
+        "input_shape": list(dataset.input_shape),
+        "classes": list(dataset.classes),
+        "data_source": dataset.source,
+        "device": str(device),
+        "trainwell": _version(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    write_json(run_dir / RUN, info)
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, dataset.input_shape)
+    callbacks: list[Callback] = []
+    early = EarlyStopping(model, config.train.early_stopping) if config.train.early_stopping else None
+    if early:
+        callbacks.append(early)
+    callbacks.extend(extra_callbacks or [])
+    if progress:
+        callbacks.append(ProgressBar())
+    callbacks.append(RunRecorder(run_dir, list(callbacks)))
+
+    started = time.perf_counter()
+    try:
+        state = fit(model, dataset, config.train, callbacks=callbacks, resume=ckpt)
+    except BaseException as e:
+        write_json(run_dir / RUN, info | {"status": "failed", "ended": _now(), "error": str(e) or type(e).__name__})
+        raise
+    elapsed = time.perf_counter() - started
+
+    metrics = summarize(state, model, dataset, config, early)
+    if ckpt is not None:
+        metrics["resumed_from_epoch"] = ckpt["epoch"]
+    write_json(run_dir / METRICS, metrics)
+    write_json(run_dir / RUN, info | {"status": "finished", "ended": _now(), "wall_seconds": elapsed})
+    return RunResult(run_dir=run_dir, metrics=metrics, history=state.history)
+
+
+def summarize(state: TrainState, model: nn.Module, dataset: Any, config: Config,
+              early: EarlyStopping | None) -> dict[str, Any]:
+    """metrics.json: the final model's validation and test numbers, and the run's timing."""
+    history = state.history
+    train_seconds = sum(row["seconds"] for row in history)
+    if early is not None and early.best_weights is not None:
+        best_epoch = early.best_epoch + 1
+    elif history and "val_loss" in history[0]:
+        best_epoch = min(history, key=lambda r: r["val_loss"])["epoch"]
+    else:
+        best_epoch = history[-1]["epoch"] if history else 0
+    kw = {"loss": config.train.loss, "batch_size": config.train.eval_batch_size}
+    val = evaluate(model, dataset.x_valid, dataset.y_valid, **kw)
+    test = evaluate(model, dataset.x_test, dataset.y_test, **kw)
+    samples = len(dataset.x_train) * len(history)
+    return {
+        "best_epoch": int(best_epoch),
+        "epochs_run": len(history),
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(1, len(history)),
+        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
+        "learning_rate": history[0]["lr"] if history else None,
+    }
+
+
+def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
+    """Test-set loss and accuracy of a finished run: what ``trainwell evaluate`` does."""
+    from trainwell.data import load_dataset
+
+    config = load_run_config(run_dir)
+    dataset = load_dataset(config.data)
+    model = load_run_model(run_dir, config, dataset.input_shape)
+    test = evaluate(model, dataset.x_test, dataset.y_test, config.train.loss, config.train.eval_batch_size)
+    return {"run": str(run_dir), "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+            "test_samples": len(dataset.x_test)}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trainwell")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"

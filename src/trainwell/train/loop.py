@@ -1,0 +1,209 @@
+"""The training loop: ``fit`` trains a model on in-memory tensors; ``evaluate`` measures it.
+
+The hot path, per step: slice the batch from this epoch's pre-permuted tensors, forward to logits, loss (plus
+the kernel penalty when a layer has one), zero the gradients (set to None), backward, optimizer step (clipping
+runs inside it), constraints. No per-sample Python work, no host synchronisation: the epoch's loss and
+accuracy accumulate in device tensors and are read back by whoever asks (the progress bar every few dozen
+steps, the loop once per epoch). Everything optional is a callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwell.config import TrainSpec
+from trainwell.errors import TrainingError
+from trainwell.nn.build import split_output
+from trainwell.nn.constraints import apply_constraints, constrained
+from trainwell.nn.regularizers import penalty, penalty_terms
+from trainwell.train.callbacks import Callback, overrides
+from trainwell.train.losses import LOSSES, Loss
+from trainwell.train.optimizers import build_optimizer
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when torch sees a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device = \"cuda\" but torch sees no CUDA device; use \"auto\" or \"cpu\"")
+    return torch.device(name)
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far; callbacks read it and may set ``stop_training``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    spec: TrainSpec
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_training: bool = False
+    data_generator: torch.Generator = field(default_factory=torch.Generator)
+    # This epoch's running sums, device tensors read back only on demand.
+    epoch_loss_sum: torch.Tensor | None = None
+    epoch_correct: torch.Tensor | None = None
+    epoch_seen: int = 0
+    steps_per_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def _as_tensor(x: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    return t.to(device=device, dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: Any, y: Any, loss: str = "sparse_categorical_crossentropy",
+             batch_size: int = 1024, device: torch.device | str | None = None) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``(x, y)``, in inference mode and large batches.
+
+    As in Keras, the loss includes the kernel regularization penalty. Empty inputs give NaN.
+    """
+    spec: Loss = LOSSES[loss]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = _as_tensor(x, torch.float32, device)
+    y = _as_tensor(y, spec.label_dtype, device)
+    n = len(x)
+    if n == 0:
+        return {"loss": math.nan, "accuracy": math.nan}
+    logits_model, _ = split_output(model)
+    was_training = model.training
+    model.eval()
+    try:
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for start in range(0, n, batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            logits = logits_model(xb)
+            total += spec.sum_fn(logits, yb).double()
+            correct += spec.correct(logits, yb)
+        mean = total.item() / n
+        extra = penalty(penalty_terms(model))
+        if extra is not None:
+            mean += extra.item()
+        return {"loss": mean, "accuracy": correct.item() / n}
+    finally:
+        model.train(was_training)
+
+
+def fit(
+    model: nn.Module,
+    dataset: Any,
+    spec: TrainSpec | dict,
+    *,
+    callbacks: Sequence[Callback] = (),
+    learning_rate: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    resume: dict[str, Any] | None = None,
+) -> TrainState:
+    """Train ``model`` on ``dataset`` (anything with ``x_train, y_train, x_valid, y_valid``) as ``spec`` says.
+
+    Returns the final :class:`TrainState` (its ``history`` has one row per epoch). ``learning_rate`` overrides
+    the optimizer spec's (for ``"auto"``); ``resume`` is a checkpoint dict from
+    :func:`trainwell.train.checkpoint.load_checkpoint` to continue from.
+    """
+    if isinstance(spec, dict):
+        spec = TrainSpec.model_validate(spec)
+    device = resolve_device(spec.device)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    model.to(device)
+    loss_spec = LOSSES[spec.loss]
+    x_train = _as_tensor(dataset.x_train, torch.float32, device)
+    y_train = _as_tensor(dataset.y_train, loss_spec.label_dtype, device)
+    has_valid = len(dataset.x_valid) > 0
+    if optimizer is None:
+        optimizer = build_optimizer(spec.optimizer, model.parameters(), learning_rate)
+    state = TrainState(model=model, optimizer=optimizer, spec=spec)
+    state.data_generator.manual_seed(spec.seed)
+    n, batch_size = len(x_train), spec.batch_size
+    state.steps_per_epoch = math.ceil(n / batch_size)
+    if resume is not None:
+        from trainwell.train.checkpoint import restore_state
+
+        restore_state(state, resume, callbacks)
+
+    logits_model, _ = split_output(model)
+    terms = penalty_terms(model)
+    limits = constrained(model)
+    step_begin = [cb for cb in callbacks if overrides(cb, "on_step_begin")]
+    step_end = [cb for cb in callbacks if overrides(cb, "on_step_end")]
+
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    for epoch in range(state.epoch, spec.epochs):
+        started = time.perf_counter()
+        for cb in callbacks:
+            cb.on_epoch_begin(state, epoch)
+        model.train()
+        # One gather per epoch, then contiguous slices: cheaper than a gather per step.
+        order = torch.randperm(n, generator=state.data_generator).to(device)
+        xs, ys = x_train[order], y_train[order]
+        state.epoch_loss_sum = torch.zeros((), device=device)
+        state.epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
+        state.epoch_seen = 0
+        for i in range(state.steps_per_epoch):
+            for cb in step_begin:
+                cb.on_step_begin(state, state.step)
+            xb, yb = xs[i * batch_size:(i + 1) * batch_size], ys[i * batch_size:(i + 1) * batch_size]
+            logits = logits_model(xb)
+            loss = loss_spec.fn(logits, yb)
+            if terms:
+                loss = loss + penalty(terms)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if limits:
+                apply_constraints(limits)
+            with torch.no_grad():
+                state.epoch_loss_sum += loss.detach() * len(yb)
+                state.epoch_correct += loss_spec.correct(logits.detach(), yb)
+            state.epoch_seen += len(yb)
+            state.step += 1
+            for cb in step_end:
+                cb.on_step_end(state, state.step)
+            if state.stop_training:
+                break
+
+        train_loss = state.epoch_loss_sum.item() / max(1, state.epoch_seen)
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"the training loss became {train_loss} in epoch {epoch + 1}; likely causes: a learning rate "
+                "too high, unscaled inputs (data.scaling), no gradient clipping (optimizer.clipnorm). "
+                "Run `trainwell diagnose CONFIG` to see the gradients layer by layer."
+            )
+        logs: dict[str, float] = {
+            "epoch": epoch + 1,
+            "loss": train_loss,
+            "accuracy": state.epoch_correct.item() / max(1, state.epoch_seen),
+        }
+        if has_valid:
+            val = evaluate(model, dataset.x_valid, dataset.y_valid, spec.loss, spec.eval_batch_size, device)
+            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+        logs["lr"] = state.learning_rate
+        logs["seconds"] = time.perf_counter() - started
+        state.history.append(logs)
+        state.epoch = epoch + 1
+        for cb in callbacks:
+            cb.on_epoch_end(state, epoch, logs)
+        if state.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return state
