@@ -74,6 +74,19 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, float]]
+    interrupted: bool = False
+
+
+def config_callbacks(config: Config, model: nn.Module, run_dir: Path | None) -> list[Callback]:
+    """The callbacks a config asks for, in the order they must run at each epoch's end.
+
+    Every optional training feature that a config switches on (early stopping, LR schedules, diagnostics,
+    pruning, ...) adds its callback here; the progress bar and the run recorder come after these.
+    """
+    callbacks: list[Callback] = []
+    if config.train.early_stopping is not None:
+        callbacks.append(EarlyStopping(model, config.train.early_stopping))
+    return callbacks
 
 
 def _now() -> str:
@@ -181,10 +194,8 @@ def _train_into(run_dir: Path, config: Config, dataset: Any, ckpt: dict[str, Any
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, dataset.input_shape)
-    callbacks: list[Callback] = []
-    early = EarlyStopping(model, config.train.early_stopping) if config.train.early_stopping else None
-    if early:
-        callbacks.append(early)
+    callbacks = config_callbacks(config, model, run_dir)
+    early = next((cb for cb in callbacks if isinstance(cb, EarlyStopping)), None)
     callbacks.extend(extra_callbacks or [])
     if progress:
         callbacks.append(ProgressBar())
@@ -197,6 +208,10 @@ def _train_into(run_dir: Path, config: Config, dataset: Any, ckpt: dict[str, Any
         write_json(run_dir / RUN, info | {"status": "failed", "ended": _now(), "error": str(e) or type(e).__name__})
         raise
     elapsed = time.perf_counter() - started
+    if state.interrupted:
+        write_json(run_dir / RUN, info | {"status": "interrupted", "ended": _now(), "epoch": state.epoch,
+                                          "epoch_step": state.epoch_step})
+        return RunResult(run_dir=run_dir, metrics={}, history=state.history, interrupted=True)
 
     metrics = summarize(state, model, dataset, config, early)
     if ckpt is not None:

@@ -107,3 +107,34 @@ def test_nan_loss_stops_with_a_clear_error():
     data.x_train[0, 0, 0, 0] = np.nan
     with pytest.raises(TrainingError, match=r"epoch 1.*learning rate.*trainwell diagnose"):
         fit(new_model(), data, train_spec(epochs=1))
+
+
+class StopAtStep:
+    """A step callback that asks the loop to stop after optimizer step ``at`` (as a signal handler would)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, trainer, step):
+        if step == self.at:
+            trainer.stop_training = True
+
+
+def test_resume_in_the_middle_of_an_epoch_gives_the_uninterrupted_result():
+    from trainwell.train.callbacks import Callback
+
+    class Stop(StopAtStep, Callback):
+        pass
+
+    data = blobs()
+    full = fit(new_model(), data, train_spec(epochs=3))
+    steps = int(np.ceil(len(data.x_train) / 32))
+    stopped = fit(new_model(), data, train_spec(epochs=3), callbacks=[Stop(steps + 5)])  # 5 steps into epoch 2
+    assert stopped.interrupted and stopped.epoch == 1 and stopped.epoch_step == 5 and len(stopped.history) == 1
+    ckpt = checkpoint_dict(stopped, [])
+    torch.manual_seed(99)  # the dropout RNG must come from the checkpoint too
+    resumed = fit(new_model(seed=3), data, train_spec(epochs=3), resume=ckpt)
+    assert not resumed.interrupted
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6)

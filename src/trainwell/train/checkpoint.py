@@ -23,7 +23,8 @@ VERSION = 1
 
 
 def checkpoint_dict(state: Any, callbacks: Sequence[Any]) -> dict[str, Any]:
-    """Everything needed to resume ``state`` (a :class:`~trainwell.train.loop.TrainState`)."""
+    """Everything needed to resume ``state`` (a :class:`~trainwell.train.loop.TrainState`), at an epoch
+    boundary or in the middle of an epoch (``epoch_step`` > 0)."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": state.data_generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -38,6 +39,13 @@ def checkpoint_dict(state: Any, callbacks: Sequence[Any]) -> dict[str, Any]:
         "rng": rng,
         "history": list(state.history),
         "extra": dict(state.extra),
+        # the epoch in progress (all zero / None at an epoch boundary)
+        "epoch_step": state.epoch_step,
+        "epoch_rng_state": state.epoch_rng_state,
+        "epoch_loss_sum": state.epoch_loss_sum,
+        "epoch_correct": state.epoch_correct,
+        "epoch_seen": state.epoch_seen,
+        "epoch_seconds": state.epoch_seconds,
     }
 
 
@@ -80,6 +88,13 @@ def restore_state(state: Any, ckpt: dict[str, Any], callbacks: Sequence[Any]) ->
     state.epoch, state.step = ckpt["epoch"], ckpt["step"]
     state.history = list(ckpt["history"])
     state.extra = dict(ckpt.get("extra", {}))
+    state.epoch_step = ckpt["epoch_step"]
+    if state.epoch_step:
+        state.epoch_rng_state = ckpt["epoch_rng_state"]
+        device = next(state.model.parameters()).device
+        state.epoch_loss_sum = ckpt["epoch_loss_sum"].to(device)
+        state.epoch_correct = ckpt["epoch_correct"].to(device)
+        state.epoch_seen, state.epoch_seconds = ckpt["epoch_seen"], ckpt["epoch_seconds"]
     saved = {entry["class"]: entry["state"] for entry in ckpt["callbacks"]}
     for cb in callbacks:
         if type(cb).__name__ in saved:

@@ -21,11 +21,11 @@ from torch import nn
 from trainwell.config import TrainSpec
 from trainwell.errors import TrainingError
 from trainwell.nn.build import split_output
-from trainwell.nn.constraints import apply_constraints, constrained
 from trainwell.nn.regularizers import penalty, penalty_terms
 from trainwell.train.callbacks import Callback, overrides
 from trainwell.train.losses import LOSSES, Loss
 from trainwell.train.optimizers import build_optimizer
+from trainwell.train.step import StepFn, make_step
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -51,11 +51,16 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_training: bool = False
     data_generator: torch.Generator = field(default_factory=torch.Generator)
-    # This epoch's running sums, device tensors read back only on demand.
+    steps_per_epoch: int = 0
+    # The epoch in progress: its data-order RNG state at the start (so its permutation can be drawn again on
+    # resume), the steps done, the running sums (device tensors, read back only on demand) and seconds spent.
+    epoch_rng_state: torch.Tensor | None = None
+    epoch_step: int = 0
     epoch_loss_sum: torch.Tensor | None = None
     epoch_correct: torch.Tensor | None = None
     epoch_seen: int = 0
-    steps_per_epoch: int = 0
+    epoch_seconds: float = 0.0
+    interrupted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,12 +116,14 @@ def fit(
     learning_rate: float | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     resume: dict[str, Any] | None = None,
+    step_fn: StepFn | None = None,
 ) -> TrainState:
     """Train ``model`` on ``dataset`` (anything with ``x_train, y_train, x_valid, y_valid``) as ``spec`` says.
 
-    Returns the final :class:`TrainState` (its ``history`` has one row per epoch). ``learning_rate`` overrides
-    the optimizer spec's (for ``"auto"``); ``resume`` is a checkpoint dict from
-    :func:`trainwell.train.checkpoint.load_checkpoint` to continue from.
+    Returns the final :class:`TrainState` (its ``history`` has one row per finished epoch). ``learning_rate``
+    overrides the optimizer spec's (for ``"auto"``); ``resume`` is a checkpoint dict from
+    :func:`trainwell.train.checkpoint.load_checkpoint` to continue from, at an epoch boundary or in the middle
+    of an epoch; ``step_fn`` replaces the eager training step (see :mod:`trainwell.train.step`).
     """
     if isinstance(spec, dict):
         spec = TrainSpec.model_validate(spec)
@@ -140,8 +147,7 @@ def fit(
         restore_state(state, resume, callbacks)
 
     logits_model, _ = split_output(model)
-    terms = penalty_terms(model)
-    limits = constrained(model)
+    step = step_fn or make_step(model, logits_model, loss_spec, optimizer)
     step_begin = [cb for cb in callbacks if overrides(cb, "on_step_begin")]
     step_end = [cb for cb in callbacks if overrides(cb, "on_step_end")]
 
@@ -149,37 +155,42 @@ def fit(
         cb.on_train_begin(state)
     for epoch in range(state.epoch, spec.epochs):
         started = time.perf_counter()
+        if state.epoch_step == 0:  # a fresh epoch (not one resumed in its middle)
+            state.epoch_rng_state = state.data_generator.get_state()
+            state.epoch_loss_sum = torch.zeros((), device=device)
+            state.epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
+            state.epoch_seen, state.epoch_seconds = 0, 0.0
         for cb in callbacks:
             cb.on_epoch_begin(state, epoch)
         model.train()
-        # One gather per epoch, then contiguous slices: cheaper than a gather per step.
-        order = torch.randperm(n, generator=state.data_generator).to(device)
+        # One gather per epoch, then contiguous slices: cheaper than a gather per step. A resumed epoch draws
+        # the same permutation from the RNG state saved at its start.
+        generator = torch.Generator().set_state(state.epoch_rng_state)
+        order = torch.randperm(n, generator=generator).to(device)
+        state.data_generator.set_state(generator.get_state())
         xs, ys = x_train[order], y_train[order]
-        state.epoch_loss_sum = torch.zeros((), device=device)
-        state.epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
-        state.epoch_seen = 0
-        for i in range(state.steps_per_epoch):
+        for i in range(state.epoch_step, state.steps_per_epoch):
             for cb in step_begin:
                 cb.on_step_begin(state, state.step)
             xb, yb = xs[i * batch_size:(i + 1) * batch_size], ys[i * batch_size:(i + 1) * batch_size]
-            logits = logits_model(xb)
-            loss = loss_spec.fn(logits, yb)
-            if terms:
-                loss = loss + penalty(terms)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if limits:
-                apply_constraints(limits)
+            loss, logits = step(xb, yb)
             with torch.no_grad():
-                state.epoch_loss_sum += loss.detach() * len(yb)
-                state.epoch_correct += loss_spec.correct(logits.detach(), yb)
+                state.epoch_loss_sum += loss * len(yb)
+                state.epoch_correct += loss_spec.correct(logits, yb)
             state.epoch_seen += len(yb)
             state.step += 1
+            state.epoch_step = i + 1
             for cb in step_end:
                 cb.on_step_end(state, state.step)
             if state.stop_training:
                 break
+        state.epoch_seconds += time.perf_counter() - started
+        if state.epoch_step < state.steps_per_epoch:
+            # Stopped in the middle of an epoch (a step callback asked, e.g. on SIGINT): the run is interrupted,
+            # not finished, so the end-of-training callbacks (restoring best weights, writing the model) don't run.
+            state.interrupted = True
+            return state
+        validation_started = time.perf_counter()
 
         train_loss = state.epoch_loss_sum.item() / max(1, state.epoch_seen)
         if not math.isfinite(train_loss):
@@ -197,9 +208,9 @@ def fit(
             val = evaluate(model, dataset.x_valid, dataset.y_valid, spec.loss, spec.eval_batch_size, device)
             logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
         logs["lr"] = state.learning_rate
-        logs["seconds"] = time.perf_counter() - started
+        logs["seconds"] = state.epoch_seconds + (time.perf_counter() - validation_started)
         state.history.append(logs)
-        state.epoch = epoch + 1
+        state.epoch, state.epoch_step = epoch + 1, 0
         for cb in callbacks:
             cb.on_epoch_end(state, epoch, logs)
         if state.stop_training:
