@@ -35,11 +35,24 @@ def test_baseline_has_twenty_hidden_layers_and_returns_probabilities():
 
 
 def test_children_are_named_like_keras_layers():
-    model = build_model(layers({"type": "flatten"}, {"type": "dense", "units": 4, "activation": "relu"},
-                               {"type": "batch_norm"}, {"type": "dropout", "rate": 0.1},
-                               {"type": "dense", "units": 2, "activation": "softmax"}), (3,))
+    model = build_model(
+        layers(
+            {"type": "flatten"},
+            {"type": "dense", "units": 4, "activation": "relu"},
+            {"type": "batch_norm"},
+            {"type": "dropout", "rate": 0.1},
+            {"type": "dense", "units": 2, "activation": "softmax"},
+        ),
+        (3,),
+    )
     assert [name for name, _ in model.named_children()] == [
-        "flatten_1", "dense_1", "batch_normalization_1", "dropout_1", "dense_2", "output_softmax"]
+        "flatten_1",
+        "dense_1",
+        "batch_normalization_1",
+        "dropout_1",
+        "dense_2",
+        "output_softmax",
+    ]
 
 
 def test_fashion_bn_model_counts_parameters_as_keras():
@@ -50,8 +63,11 @@ def test_fashion_bn_model_counts_parameters_as_keras():
     dense = [(784, 300), (300, 100), (100, 10)]
     trainable = sum(2 * c for c in bn) + sum(i * o + o for i, o in dense)
     non_trainable = sum(2 * c for c in bn)
-    assert (summary["total"], summary["trainable"], summary["non_trainable"]) == (
-        trainable + non_trainable, trainable, non_trainable) == (271_346, 268_978, 2_368)
+    assert (
+        (summary["total"], summary["trainable"], summary["non_trainable"])
+        == (trainable + non_trainable, trainable, non_trainable)
+        == (271_346, 268_978, 2_368)
+    )
     assert [layer["output_shape"] for layer in summary["layers"]][:3] == [[784], [784], [300]]
 
 
@@ -89,7 +105,9 @@ def test_batch_norm_on_images_normalizes_the_last_axis():
 
 
 def test_mc_dropout_stays_active_in_eval_mode_and_plain_dropout_does_not():
-    model = build_model(layers({"type": "dropout", "rate": 0.5, "mc": True}, {"type": "dropout", "rate": 0.5}), (100,))
+    model = build_model(
+        layers({"type": "dropout", "rate": 0.5, "mc": True}, {"type": "dropout", "rate": 0.5}), (100,)
+    )
     assert isinstance(model[0], MCDropout) and type(model[1]) is nn.Dropout
     model.eval()
     x = torch.ones(4, 100)
@@ -101,8 +119,16 @@ def test_mc_dropout_stays_active_in_eval_mode_and_plain_dropout_does_not():
 
 
 def test_dense_without_bias_and_repeat_expansion():
-    model = build_model(layers({"type": "repeat", "count": 3, "layers": [
-        {"type": "dense", "units": 5, "use_bias": False}, {"type": "batch_norm"}]}), (5,))
+    model = build_model(
+        layers(
+            {
+                "type": "repeat",
+                "count": 3,
+                "layers": [{"type": "dense", "units": 5, "use_bias": False}, {"type": "batch_norm"}],
+            }
+        ),
+        (5,),
+    )
     assert len(model) == 6
     assert all(m.linear.bias is None for m in model if isinstance(m, Dense))
 

@@ -67,8 +67,14 @@ def _as_spec(spec: ModelSpec | dict[str, Any]) -> ModelSpec:
 
 
 def _dense(spec: DenseSpec, shape: tuple[int, ...], activation: nn.Module) -> tuple[Dense, tuple[int, ...]]:
-    layer = Dense(shape[-1], spec.units, activation, spec.use_bias, spec.kernel_regularizer,
-                  spec.kernel_constraint.max_norm if spec.kernel_constraint else None)
+    layer = Dense(
+        shape[-1],
+        spec.units,
+        activation,
+        spec.use_bias,
+        spec.kernel_regularizer,
+        spec.kernel_constraint.max_norm if spec.kernel_constraint else None,
+    )
     initialize_(layer.linear.weight, spec.kernel_initializer)
     if layer.linear.bias is not None:
         initialize_(layer.linear.bias, spec.bias_initializer)
@@ -101,9 +107,10 @@ def build_model(spec: ModelSpec | dict[str, Any], input_shape: tuple[int, ...] |
             module, shape = _dense(layer, shape, act)
             add("dense", module)
             if split:
-                modules[f"output_{layer.activation.name}"] = build_activation(layer.activation, shape)
+                kind = "sigmoid" if layer.activation.name == "logistic" else layer.activation.name
+                modules[f"output_{kind}"] = build_activation(layer.activation, shape)
         elif isinstance(layer, ActivationLayerSpec):
-            add("activation", build_activation(layer.activation, shape, as_layer=True))
+            add("activation", build_activation(layer.activation, shape))
         elif isinstance(layer, BatchNormSpec):
             add("batch_norm", BatchNorm(shape[-1], layer.momentum, layer.epsilon, layer.center, layer.scale))
         elif isinstance(layer, DropoutSpec):
@@ -153,7 +160,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     moving = sum(
-        b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")
+        b.numel()
+        for name, b in model.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")
     )
     return {"total": trainable + frozen + moving, "trainable": trainable, "non_trainable": frozen + moving}
 

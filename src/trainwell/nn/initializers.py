@@ -31,9 +31,9 @@ from pydantic import BeforeValidator, Field, model_validator
 from trainwell.registry import Registry
 from trainwell.spec import Spec, name_or_table
 
-# The standard deviation of a standard normal truncated to [-2, 2]:
-# sqrt(1 - 4·φ(2) / (Φ(2) - Φ(-2))) = 0.87962566103423978. Keras divides the target std by it so that the
-# truncated draw has exactly the target variance.
+# The standard deviation of a standard normal truncated to [-2, 2]: for a truncation at ±a,
+# Var = 1 - 2a·φ(a) / (Φ(a) - Φ(-a)), so sqrt(1 - 4·φ(2) / (Φ(2) - Φ(-2))) = 0.87962566103423978. Keras divides
+# the target std by it so that the truncated draw has exactly the target variance.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 # Keras truncates its normal draws at this many standard deviations.
 TRUNCATION_STDS = 2.0
@@ -49,7 +49,9 @@ VARIANCE_SCALING_PRESETS: dict[str, tuple[float, str, str]] = {
 
 
 class VarianceScalingPreset(Spec):
-    name: Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal"]
+    name: Literal[
+        "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal"
+    ]
 
 
 class VarianceScaling(Spec):
@@ -101,17 +103,46 @@ InitializerSpec = Annotated[
 def compute_fans(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
     """Fan-in and fan-out of a torch weight of ``shape``: ``(out, in, *receptive field)``.
 
-    A torch ``Linear`` weight is ``(out, in)`` where a Keras kernel is ``(in, out)``; the fans are the same.
+    A torch ``Linear`` weight is ``(out, in)`` where a Keras kernel is ``(in, out)``, and a torch conv weight is
+    ``(out, in, kh, kw)`` where Keras's is ``(kh, kw, in, out)``; the fans are the same as Keras's
+    ``compute_fans`` gives for the Keras layout: ``fan_in = in · kh · kw``, ``fan_out = out · kh · kw``. As in
+    Keras, a vector (a bias, a PReLU slope) has ``fan_in = fan_out = len`` and a scalar has fans of 1, so a
+    variance-scaling ``bias_initializer`` works (torch's ``_calculate_fan_in_and_fan_out`` refuses both).
     """
-    if len(shape) < 2:
-        raise ValueError(f"fans need a weight of at least 2 dimensions, got shape {tuple(shape)}")
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return int(shape[0]), int(shape[0])
     receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
+    return int(shape[1]) * receptive, int(shape[0]) * receptive
 
 
-def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
-                      distribution: str = "truncated_normal") -> torch.Tensor:
-    """Fill ``tensor`` in place with variance ``scale / fan`` (Keras ``VarianceScaling``)."""
+FAN_MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+
+def variance_scaling_(
+    tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"
+) -> torch.Tensor:
+    """Fill ``tensor`` in place with zero-mean values of variance ``scale / fan`` (Keras ``VarianceScaling``).
+
+    ``fan`` is ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` (``mode``; see :func:`compute_fans`),
+    floored at 1 as in Keras. With ``σ² = scale / fan``:
+
+    - ``truncated_normal``: N(0, s²) truncated to ``[-2s, 2s]`` with ``s = σ / 0.87962566103423978``, so the
+      truncated draw has standard deviation exactly σ;
+    - ``untruncated_normal``: N(0, σ²) (what ``torch.nn.init.kaiming_normal_`` draws);
+    - ``uniform``: U(-L, L) with ``L = sqrt(3 · σ²)`` (a uniform of variance L²/3 = σ²).
+
+    Glorot & Bengio 2010 (``scale = 1, fan_avg``), He et al. 2015 (``scale = 2, fan_in``), LeCun et al. 1998
+    (``scale = 1, fan_in``).
+    """
+    if mode not in FAN_MODES:
+        raise ValueError(f"mode must be one of {', '.join(FAN_MODES)}; got {mode!r}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0; got {scale}")
     fan_in, fan_out = compute_fans(tensor.shape)
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
     variance = scale / max(1.0, fan)
@@ -123,10 +154,8 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
             return torch.nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-bound, b=bound)
         if distribution == "untruncated_normal":
             return torch.nn.init.normal_(tensor, mean=0.0, std=math.sqrt(variance))
-        if distribution == "uniform":
-            limit = math.sqrt(3.0 * variance)
-            return torch.nn.init.uniform_(tensor, -limit, limit)
-    raise ValueError(f"unknown distribution {distribution!r}")
+        limit = math.sqrt(3.0 * variance)
+        return torch.nn.init.uniform_(tensor, -limit, limit)
 
 
 def _preset(spec: VarianceScalingPreset, tensor: torch.Tensor) -> torch.Tensor:
@@ -134,16 +163,19 @@ def _preset(spec: VarianceScalingPreset, tensor: torch.Tensor) -> torch.Tensor:
     return variance_scaling_(tensor, scale, mode, distribution)
 
 
-INITIALIZERS: Registry[Callable[[Spec, torch.Tensor], torch.Tensor]] = Registry("initializer", {
-    **{name: _preset for name in VARIANCE_SCALING_PRESETS},
-    "variance_scaling": lambda s, t: variance_scaling_(t, s.scale, s.mode, s.distribution),
-    "zeros": lambda s, t: torch.nn.init.zeros_(t),
-    "ones": lambda s, t: torch.nn.init.ones_(t),
-    "constant": lambda s, t: torch.nn.init.constant_(t, s.value),
-    "random_normal": lambda s, t: torch.nn.init.normal_(t, s.mean, s.stddev),
-    "random_uniform": lambda s, t: torch.nn.init.uniform_(t, s.minval, s.maxval),
-    "orthogonal": lambda s, t: torch.nn.init.orthogonal_(t, gain=s.gain),
-})
+INITIALIZERS: Registry[Callable[[Spec, torch.Tensor], torch.Tensor]] = Registry(
+    "initializer",
+    {
+        **{name: _preset for name in VARIANCE_SCALING_PRESETS},
+        "variance_scaling": lambda s, t: variance_scaling_(t, s.scale, s.mode, s.distribution),
+        "zeros": lambda s, t: torch.nn.init.zeros_(t),
+        "ones": lambda s, t: torch.nn.init.ones_(t),
+        "constant": lambda s, t: torch.nn.init.constant_(t, s.value),
+        "random_normal": lambda s, t: torch.nn.init.normal_(t, s.mean, s.stddev),
+        "random_uniform": lambda s, t: torch.nn.init.uniform_(t, s.minval, s.maxval),
+        "orthogonal": lambda s, t: torch.nn.init.orthogonal_(t, gain=s.gain),
+    },
+)
 
 
 def initialize_(tensor: torch.Tensor, spec: Spec) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Every layer type of a config, with Keras's names and defaults:
 
 - ``flatten``; ``dense`` (``units``, ``activation``, ``use_bias``, initializers, ``kernel_regularizer``,
-  ``kernel_constraint``); ``activation`` (``name`` and the activation's parameters; any activation name is
-  also a layer type of its own, e.g. ``{ type = "leaky_relu", alpha = 0.2 }``);
+  ``kernel_constraint``); ``activation`` (``name`` and the activation's parameters, Keras's ``Activation``
+  layer; any activation name is also a layer type of its own, e.g. ``{ type = "leaky_relu", alpha = 0.2 }``,
+  Keras's ``LeakyReLU`` layer, whose default slope is 0.3 where the function's is 0.2);
 - ``batch_norm`` with Keras's conventions: ``momentum = 0.99`` keeps 99 % of the moving statistics at each
   step (torch calls that 0.01), ``epsilon = 1e-3``, ``center`` and ``scale``;
 - ``dropout`` and ``alpha_dropout`` (``rate``; ``mc = true`` keeps it active at inference: MC dropout);
@@ -17,11 +18,12 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from torch import nn
 
-from trainwell.nn.activations import ACTIVATION_NAMES, ActivationSpec, PlainActivation
+from trainwell.nn.activations import ACTIVATION_NAMES, LEAKY_RELU_LAYER_ALPHA, ActivationSpec, PlainActivation
 from trainwell.nn.initializers import Fill, InitializerSpec, VarianceScalingPreset
+from trainwell.registry import unknown_name_message
 from trainwell.spec import Spec
 
 
@@ -52,6 +54,15 @@ class DenseSpec(Spec):
     kernel_regularizer: RegularizerSpec | None = None
     kernel_constraint: ConstraintSpec | None = None
 
+    @field_validator("bias_initializer")
+    @classmethod
+    def _vector_initializer(cls, value: Spec) -> Spec:
+        if value.name == "orthogonal":
+            raise ValueError(
+                "orthogonal needs a matrix, but a bias is a vector; use zeros (Keras's default) or constant"
+            )
+        return value
+
 
 class ActivationLayerSpec(Spec):
     type: Literal["activation"]
@@ -78,16 +89,30 @@ class RepeatSpec(Spec):
     layers: list[LayerSpec] = Field(min_length=1)
 
 
+LAYER_TYPES = ("flatten", "dense", "activation", "batch_norm", "dropout", "alpha_dropout", "repeat")
+
+
 def _activation_layer_shorthand(value: Any) -> Any:
-    """``{ type = "elu", alpha = 0.5 }`` and ``{ type = "activation", name = "elu", alpha = 0.5 }`` both mean
-    ``{ type = "activation", activation = { name = "elu", alpha = 0.5 } }``."""
+    """Read the two shorter ways to write an activation layer, and reject unknown layer types.
+
+    ``{ type = "elu", alpha = 0.5 }`` (Keras's ``ELU`` layer) and ``{ type = "activation", name = "elu",
+    alpha = 0.5 }`` (Keras's ``Activation`` layer) both mean ``{ type = "activation", activation = { name =
+    "elu", alpha = 0.5 } }``. The only activation whose layer default differs from its function default is
+    leaky ReLU: ``{ type = "leaky_relu" }`` is Keras's ``LeakyReLU()`` and gets its slope 0.3 here.
+    """
     if not isinstance(value, dict):
         return value
     kind = value.get("type")
     if kind in ACTIVATION_NAMES:
-        return {"type": "activation", "activation": {k: v for k, v in value.items() if k != "type"} | {"name": kind}}
+        params = {k: v for k, v in value.items() if k != "type"}
+        if kind == "leaky_relu":
+            params.setdefault("alpha", LEAKY_RELU_LAYER_ALPHA)
+        return {"type": "activation", "activation": params | {"name": kind}}
     if kind == "activation" and "activation" not in value:
         return {"type": "activation", "activation": {k: v for k, v in value.items() if k != "type"}}
+    if isinstance(kind, str) and kind not in LAYER_TYPES:
+        # Listed here rather than by the union's tag check, so that the activation names count as types too.
+        raise ValueError(unknown_name_message("layer type", kind, [*LAYER_TYPES, *ACTIVATION_NAMES]))
     return value
 
 
@@ -121,8 +146,15 @@ class Dense(nn.Module):
     utilities apply to it unchanged.
     """
 
-    def __init__(self, in_features: int, units: int, activation: nn.Module, use_bias: bool = True,
-                 regularizer: RegularizerSpec | None = None, max_norm: float | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        units: int,
+        activation: nn.Module,
+        use_bias: bool = True,
+        regularizer: RegularizerSpec | None = None,
+        max_norm: float | None = None,
+    ):
         super().__init__()
         self.linear = nn.Linear(in_features, units, bias=use_bias)
         self.activation = activation
@@ -142,22 +174,44 @@ class Dense(nn.Module):
 
 
 class BatchNorm(nn.BatchNorm1d):
-    """Batch Normalization over the last axis (Keras's ``axis=-1``), with Keras's parameter conventions.
+    """Batch Normalization over the last axis (Keras's ``axis=-1``), with Keras's parameter conventions
+    (Ioffe & Szegedy 2015).
 
-    ``momentum`` is Keras's (the share of the moving statistics kept at each step) and is stored as torch's
-    ``1 - momentum``. ``center = False`` / ``scale = False`` drop β / γ (torch's ``affine`` drops both).
-    Like torch and unlike Keras, the moving variance is updated with the *unbiased* batch variance
-    (``docs/keras-vs-torch.md``, G3): the difference is a factor n/(n−1) in the moving estimate only.
-    Inputs of rank > 2 are channels-last ``(N, ..., C)`` as in Keras.
+    In training, each feature is normalized with the batch's mean μ_B and biased variance σ²_B over the
+    ``n`` values it has in the batch (samples times positions): ``y = γ · (x − μ_B) / sqrt(σ²_B + ε) + β``;
+    at inference, with the moving statistics instead. After each training batch, with Keras's ``momentum``
+    ``m`` (the share of the old value kept; torch's ``momentum`` attribute holds ``1 − m``)::
+
+        moving_mean ← m · moving_mean + (1 − m) · μ_B
+        moving_var  ← m · moving_var  + (1 − m) · σ²_B · n / (n − 1)
+
+    The variance update uses the *unbiased* batch variance, as torch does and unlike Keras, which uses σ²_B
+    (``docs/keras-vs-torch.md``, G3): a factor n/(n−1) in the moving estimate only. ``center = False`` /
+    ``scale = False`` drop β / γ (torch's ``affine`` drops both). Inputs of rank > 2 are channels-last
+    ``(N, ..., C)`` as in Keras.
     """
 
-    def __init__(self, num_features: int, momentum: float = 0.99, epsilon: float = 1e-3,
-                 center: bool = True, scale: bool = True):
+    def __init__(
+        self,
+        num_features: int,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+    ):
         super().__init__(num_features, eps=epsilon, momentum=1.0 - momentum, affine=True)
         if not scale:
             self.register_parameter("weight", None)
         if not center:
             self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        # torch's version assumes both γ and β exist whenever affine is set.
+        self.reset_running_stats()
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     @property
     def keras_momentum(self) -> float:

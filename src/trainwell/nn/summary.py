@@ -25,9 +25,11 @@ def summarize_model(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict[
     was_training = model.training
     model.eval()
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         with torch.inference_mode():
-            model(torch.zeros((2, *input_shape), device=device))
+            model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     finally:
         for h in hooks:
             h.remove()
@@ -36,13 +38,15 @@ def summarize_model(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict[
     for name, child in model.named_children():
         counts = count_parameters(child)
         params = list(child.parameters())
-        layers.append({
-            "name": name,
-            "type": type(child).__name__,
-            "output_shape": list(shapes[name]),
-            "params": counts["total"],
-            "trainable": counts["trainable"],
-            "non_trainable": counts["non_trainable"],
-            "frozen": bool(params) and not any(p.requires_grad for p in params),
-        })
+        layers.append(
+            {
+                "name": name,
+                "type": type(child).__name__,
+                "output_shape": list(shapes[name]),
+                "params": counts["total"],
+                "trainable": counts["trainable"],
+                "non_trainable": counts["non_trainable"],
+                "frozen": bool(params) and not any(p.requires_grad for p in params),
+            }
+        )
     return {"input_shape": list(input_shape), "layers": layers, **count_parameters(model)}
