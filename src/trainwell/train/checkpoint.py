@@ -1,9 +1,12 @@
 """Checkpoints: the full training state, written atomically, loadable without executing code.
 
 A checkpoint holds the model, the optimizer, every callback's state (early stopping, schedules, ...), the
-epoch and step, every RNG state (torch's global RNG, which drives dropout, and the data-order generator) and
-the history so far: enough to continue a run exactly where it stopped. Only tensors, numbers, strings, lists
-and dicts go in, so it loads with ``torch.load(weights_only=True)``, which refuses pickled code.
+epoch and step, every RNG state (torch's global RNG, which drives dropout, and the data-order generator),
+whether a callback had ended training, and the history so far: enough to continue a run exactly where it
+stopped. Only tensors, numbers, strings, lists and dicts go in, so it loads with
+``torch.load(weights_only=True)``, which refuses pickled code: a file that holds any other object is refused
+before anything in it runs (torch honours an explicit ``weights_only=True`` even when the environment sets
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from trainwell.io import write_with
 
 FORMAT = "trainwell-checkpoint"
 VERSION = 1
+# What restore_state reads; a file without one of these is not a checkpoint it can resume from.
+REQUIRED_KEYS = ("epoch", "step", "model", "optimizer", "callbacks", "rng", "history", "epoch_step")
 
 
 def checkpoint_dict(state: Any, callbacks: Sequence[Any]) -> dict[str, Any]:
@@ -39,6 +44,9 @@ def checkpoint_dict(state: Any, callbacks: Sequence[Any]) -> dict[str, Any]:
         "rng": rng,
         "history": list(state.history),
         "extra": dict(state.extra),
+        # A callback (early stopping) ended training at this epoch's end: a resume must not train on. A stop
+        # in the middle of an epoch is an interruption (a signal), which a resume continues.
+        "stop_training": bool(state.stop_training) and state.epoch_step == 0,
         # the epoch in progress (all zero / None at an epoch boundary)
         "epoch_step": state.epoch_step,
         "epoch_rng_state": state.epoch_rng_state,
@@ -50,12 +58,12 @@ def checkpoint_dict(state: Any, callbacks: Sequence[Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str | Path, state: Any, callbacks: Sequence[Any]) -> None:
-    """Write the checkpoint atomically: a crash mid-write leaves the previous checkpoint intact."""
+    """Write the checkpoint atomically: a crash or a failed write leaves the previous checkpoint intact."""
     payload = checkpoint_dict(state, callbacks)
     write_with(path, lambda f: torch.save(payload, f))
 
 
-def load_weights(path: str | Path) -> dict[str, Any]:
+def load_weights(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file; pickled code is refused."""
     path = Path(path)
     if not path.is_file():
@@ -65,29 +73,44 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: the file holds more than tensors and plain data (a pickled object), "
-            f"which could run code on load. Only files written by trainwell / torch.save(state_dict) are accepted. "
-            f"({str(e).splitlines()[0]})"
+            f"which could run code on load, so nothing in it was run. Only files written by trainwell or by "
+            f"torch.save(model.state_dict()) are accepted. ({str(e).splitlines()[0]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable torch file (truncated or corrupt?): {e}") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch file (truncated or corrupt?): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked to be a trainwell checkpoint of this version with every key."""
     ckpt = load_weights(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a trainwell checkpoint (no format marker {FORMAT!r})")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not the supported {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {ckpt.get('version')} is not the supported {VERSION}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint lacks {', '.join(missing)}; it cannot be resumed from")
     return ckpt
 
 
 def restore_state(state: Any, ckpt: dict[str, Any], callbacks: Sequence[Any]) -> None:
     """Put the checkpoint's state back into ``state``, its callbacks and the RNGs."""
-    state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"the checkpoint does not fit this model or optimizer (was the run's config.toml edited?): "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     state.epoch, state.step = ckpt["epoch"], ckpt["step"]
     state.history = list(ckpt["history"])
     state.extra = dict(ckpt.get("extra", {}))
+    state.stop_training = bool(ckpt.get("stop_training", False))
     state.epoch_step = ckpt["epoch_step"]
     if state.epoch_step:
         state.epoch_rng_state = ckpt["epoch_rng_state"]
