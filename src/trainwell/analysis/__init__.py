@@ -1,0 +1,1 @@
+"""Analysis of models and runs: diagnostics, pruning, ... (one subpackage or module per concept)."""
