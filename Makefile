@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    set up (if needed), then train the chapter's CIFAR-10 baseline and print where the results are
+#   make run    set up (if needed), then run the chapter's CIFAR-10 exercise as a quick study and write its report
 #   make test   set up (if needed), then run the test suite
 # Set-up: a virtual environment of the project's own (.venv), torch==2.13.0 first (a local CPU wheel on the
 # development machines; elsewhere pip fetches it), then trainwell with its dev extras, then the system
@@ -24,7 +24,7 @@ $(VENV)/.trainwell-installed: pyproject.toml scripts/setup-system.sh
 	touch $@
 
 run: setup
-	$(VENV)/bin/trainwell train examples/cifar10_baseline.toml
+	$(VENV)/bin/trainwell run cifar10-exercise --quick
 
 test: setup
 	$(PY) -m pytest -q

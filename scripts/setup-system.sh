@@ -8,6 +8,8 @@ FASHION=/usr/share/datasets/fashion-mnist
 
 want=()
 [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || want+=(dataset-fashion-mnist)
+# headless Chromium: the report test opens a generated report.html in it
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || want+=(chromium)
 
 if [ ${#want[@]} -eq 0 ]; then
     exit 0
@@ -21,6 +23,8 @@ else
 setup: not installing ${want[*]} (needs apt-get as root).
   Fashion-MNIST: install Debian's 'dataset-fashion-mnist' package, or put the four official IDX files
   (train-images-idx3-ubyte.gz, ...) in \$TRAINWELL_DATA/fashion-mnist/ -- trainwell also downloads them itself.
+  Chromium: install Debian's 'chromium' package (or any chromium on PATH); without it the test that opens
+  a report in a browser is skipped.
 MSG
 fi
 exit 0

@@ -101,3 +101,19 @@ def test_python_dash_m_works(npz_config):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["total"] > 0
+
+
+def test_an_l1_run_reports_its_sparsity(tmp_path, npz_config):
+    import tomllib
+
+    data = tomllib.loads(npz_config.read_text())
+    data["model"]["layers"][1]["kernel_regularizer"] = {"l1": 0.5}  # strong enough to zero many weights
+    config = write_config(tmp_path / "l1.toml", data)
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = torch.load(out / "model.pt", weights_only=True)
+    kernels = [v for k, v in model.items() if k.endswith("linear.weight")]
+    expected = sum(int((w.abs() <= 1e-3).sum()) for w in kernels) / sum(w.numel() for w in kernels)
+    assert metrics["sparsity_threshold"] == 1e-3
+    assert metrics["sparsity"] == pytest.approx(expected) and metrics["sparsity"] > 0

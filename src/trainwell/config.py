@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StrictBool, ValidationError, model_validator
 
+from trainwell.analysis.diagnostics.recorder import DiagnosticsSpec
+from trainwell.analysis.pruning import PruningSpec
 from trainwell.data.spec import DataSpec
 from trainwell.errors import ConfigError
 from trainwell.nn.build import ModelSpec, output_activation
@@ -23,7 +26,9 @@ from trainwell.registry import unknown_name_message
 from trainwell.spec import Spec
 from trainwell.train.callbacks import EarlyStoppingSpec
 from trainwell.train.losses import LOSSES
+from trainwell.train.lr_finder import LRFinderSpec
 from trainwell.train.optimizers import OptimizerSpec
+from trainwell.train.schedules import ScheduleSpec, schedule_problem
 
 
 class TrainSpec(Spec):
@@ -35,9 +40,16 @@ class TrainSpec(Spec):
     epochs: int = Field(default=1, ge=1)  # Keras's default
     seed: int = 42
     early_stopping: EarlyStoppingSpec | None = None
+    diagnostics: DiagnosticsSpec | None = None  # probes recorded during training (analysis/diagnostics)
+    pruning: PruningSpec | None = None  # magnitude pruning during training (analysis/pruning.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     eval_batch_size: int = Field(default=1024, ge=1)
+    schedule: ScheduleSpec | None = None  # LR schedule (train/schedules.py)
+    lr_finder: LRFinderSpec = Field(default_factory=LRFinderSpec)  # for learning_rate = "auto" and lr-find
+    # The fast step (train/step.py): "auto" compiles the whole step when the run is long enough to repay it.
+    compile: StrictBool | Literal["auto"] = "auto"
+    precision: Literal["float32", "bf16"] = "float32"  # bf16: autocast the forward pass
 
 
 class Config(Spec):
@@ -63,6 +75,9 @@ class Config(Spec):
                 f"train.early_stopping.monitor: \"{es.monitor}\" needs a validation set, but "
                 "data.validation_size is 0; set data.validation_size (e.g. 5000) or monitor \"loss\""
             )
+        problem = schedule_problem(self.train, self.data.validation_size > 0)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -118,7 +133,9 @@ def format_validation_error(error: ValidationError, prefix: str = "", data: Any 
                 msg = msg[len("Value error, "):]
             if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], dict | list):
                 msg += f" (got {err['input']!r})"
-        lines.append(f"{path}: {msg}" if path else msg)
+        # A table's own check (a model validator) names the key it is about first: "validation_size: ...".
+        key = re.match(r"([a-z_]\w*): (.*)", msg, re.DOTALL) if kind == "value_error" and path else None
+        lines.append(f"{path}.{key[1]}: {key[2]}" if key else f"{path}: {msg}" if path else msg)
     return "\n".join(lines)
 
 

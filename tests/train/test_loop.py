@@ -138,3 +138,16 @@ def test_resume_in_the_middle_of_an_epoch_gives_the_uninterrupted_result():
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
     for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6)
+
+
+def test_a_last_batch_of_one_is_merged_when_the_model_has_batch_norm():
+    from trainwell.train.loop import steps_per_epoch
+
+    bn_model = build_model({"layers": [{"type": "flatten"}, {"type": "batch_norm"},
+                                       {"type": "dense", "units": 3, "activation": "softmax"}]}, (4, 4, 3))
+    assert steps_per_epoch(65, 32, bn_model) == 2  # 32 + 33, not 32 + 32 + 1
+    assert steps_per_epoch(65, 32, new_model()) == 3  # without BN, Keras's partial batch of 1 stays
+    assert steps_per_epoch(64, 32, bn_model) == 2 and steps_per_epoch(1, 32, bn_model) == 1
+    data = blobs(n=600)  # 360 training examples; batch 359 leaves a single example
+    state = fit(bn_model, data, train_spec(epochs=1, batch_size=359))
+    assert state.step == 1 and state.epoch_seen == 360

@@ -192,6 +192,11 @@ def prune_model(
     return pruned, masks
 
 
+# Below this magnitude an l1-regularized weight counts as zero in a run's metrics.json (l1 drives weights
+# towards zero, rarely to exactly zero; 1e-3 is small against the ~1e-2..1e-1 scale of a trained kernel).
+L1_ZERO_THRESHOLD = 1e-3
+
+
 def kernel_sparsity(model: nn.Module, threshold: float = 0.0) -> dict[str, Any]:
     """The fraction of dense kernel weights with ``|w| ≤ threshold`` (0: exact zeros), overall and per layer.
 

@@ -20,7 +20,8 @@ from rich.markup import escape
 from trainwell.cli.common import err
 from trainwell.errors import TrainwellError
 
-COMMANDS = ("train", "evaluate", "summary", "datasets")
+COMMANDS = ("train", "lr_find", "evaluate", "summary", "diagnose", "datasets", "prune", "fuse", "export", "new",
+            "recipes", "advise", "run", "report", "presets", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # the file system refused (disk full, permissions) where no message was planned
+        if args.debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(e))} (--debug shows where)", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -6,16 +6,18 @@ import argparse
 
 from rich.table import Table
 
-from trainwell.cli.common import add_json_option, add_set_option, out, print_json
+from trainwell.cli.common import add_json_option, add_set_option, err, out, print_json
 
 
 def run(args: argparse.Namespace) -> int:
     from trainwell.config import load_config
     from trainwell.data import dataset_info
     from trainwell.nn.build import build_model
+    from trainwell.nn.selfnorm import warn_if_not_self_normalizing
     from trainwell.nn.summary import summarize_model
 
     config = load_config(args.config, args.set)
+    warn_if_not_self_normalizing(config, err)
     if args.input_shape:
         input_shape = tuple(int(d) for d in args.input_shape.split(","))
     else:

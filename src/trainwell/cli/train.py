@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trainwell.cli.common import add_json_option, add_set_option, key_value_table, out, print_json
+from trainwell.cli.common import add_json_option, add_set_option, err, key_value_table, out, print_json
 from trainwell.errors import ConfigError
 
 
@@ -23,6 +23,14 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
         result = run_training(config, name=Path(args.config).stem, out=args.out, runs_root=args.runs,
                               progress=not args.quiet)
+    if result.interrupted:  # a clean stop on SIGINT/SIGTERM: say how to continue, exit 128 + signal number
+        from trainwell.train.signals import exit_code
+
+        if args.json:
+            print_json({"run_dir": str(result.run_dir), "status": "interrupted", "message": result.message})
+        err.print(result.message or f"interrupted; continue with: trainwell train --resume {result.run_dir}",
+                  soft_wrap=True, markup=False)
+        return exit_code(result.signal) if result.signal is not None else 1
     if args.json:
         print_json({"run_dir": str(result.run_dir), **result.metrics})
     else:
@@ -37,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_set_option(p)
     p.add_argument("--out", help="the run folder to write (default: runs/<name>-<timestamp>)")
     p.add_argument("--runs", default="runs", help="where new run folders go (default: runs)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted, crashed or failed run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_json_option(p)
     p.set_defaults(func=run)

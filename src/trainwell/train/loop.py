@@ -25,7 +25,8 @@ from trainwell.nn.regularizers import penalty, penalty_terms
 from trainwell.train.callbacks import Callback, overrides
 from trainwell.train.losses import LOSSES, Loss
 from trainwell.train.optimizers import build_optimizer
-from trainwell.train.step import StepFn, make_step
+from trainwell.train.step import StepFn, build_step
+from trainwell.train.terminate_on_nan import nonfinite_loss_error
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -107,6 +108,17 @@ def evaluate(model: nn.Module, x: Any, y: Any, loss: str = "sparse_categorical_c
         model.train(was_training)
 
 
+def steps_per_epoch(n: int, batch_size: int, model: nn.Module) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)`` as in Keras (the last batch may be partial), except that a
+    last batch of a single example is merged into the one before when the model has Batch Normalization,
+    whose batch statistics need at least two examples (torch raises; Keras would normalize it to β)."""
+    steps = math.ceil(n / batch_size)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_bn and steps > 1 and n % batch_size == 1:
+        steps -= 1
+    return steps
+
+
 def fit(
     model: nn.Module,
     dataset: Any,
@@ -123,7 +135,11 @@ def fit(
     Returns the final :class:`TrainState` (its ``history`` has one row per finished epoch). ``learning_rate``
     overrides the optimizer spec's (for ``"auto"``); ``resume`` is a checkpoint dict from
     :func:`trainwell.train.checkpoint.load_checkpoint` to continue from, at an epoch boundary or in the middle
-    of an epoch; ``step_fn`` replaces the eager training step (see :mod:`trainwell.train.step`).
+    of an epoch; ``step_fn`` replaces the step ``train.compile`` chooses (see :mod:`trainwell.train.step`).
+
+    ``fit`` runs exactly the ``callbacks`` it is given. The ones a config asks for (early stopping, the LR
+    schedule, pruning, diagnostics) are built by :func:`trainwell.runs.config_callbacks`, which is what
+    ``trainwell train`` uses.
     """
     if isinstance(spec, dict):
         spec = TrainSpec.model_validate(spec)
@@ -140,20 +156,28 @@ def fit(
     state = TrainState(model=model, optimizer=optimizer, spec=spec)
     state.data_generator.manual_seed(spec.seed)
     n, batch_size = len(x_train), spec.batch_size
-    state.steps_per_epoch = math.ceil(n / batch_size)
+    state.steps_per_epoch = steps_per_epoch(n, batch_size, model)
     if resume is not None:
         from trainwell.train.checkpoint import restore_state
 
         restore_state(state, resume, callbacks)
 
     logits_model, _ = split_output(model)
-    step = step_fn or make_step(model, logits_model, loss_spec, optimizer)
+    if step_fn is not None:
+        step, state.extra["step"] = step_fn, "given (fit's step_fn)"
+    else:  # eager, or compiled when train.compile asks (train/step.py)
+        step, state.extra["step"] = build_step(
+            model, logits_model, loss_spec, optimizer, compile=spec.compile, precision=spec.precision,
+            # the whole run's steps, not those left: a resumed run must choose the step it started with
+            batch_size=batch_size, total_steps=spec.epochs * state.steps_per_epoch)
     step_begin = [cb for cb in callbacks if overrides(cb, "on_step_begin")]
     step_end = [cb for cb in callbacks if overrides(cb, "on_step_end")]
 
     for cb in callbacks:
         cb.on_train_begin(state)
     for epoch in range(state.epoch, spec.epochs):
+        if state.stop_training:  # resumed from a checkpoint written after a callback ended training
+            break
         started = time.perf_counter()
         if state.epoch_step == 0:  # a fresh epoch (not one resumed in its middle)
             state.epoch_rng_state = state.data_generator.get_state()
@@ -172,7 +196,9 @@ def fit(
         for i in range(state.epoch_step, state.steps_per_epoch):
             for cb in step_begin:
                 cb.on_step_begin(state, state.step)
-            xb, yb = xs[i * batch_size:(i + 1) * batch_size], ys[i * batch_size:(i + 1) * batch_size]
+            start = i * batch_size
+            end = n if i == state.steps_per_epoch - 1 else start + batch_size  # the last batch takes the rest
+            xb, yb = xs[start:end], ys[start:end]
             loss, logits = step(xb, yb)
             with torch.no_grad():
                 state.epoch_loss_sum += loss * len(yb)
@@ -193,12 +219,8 @@ def fit(
         validation_started = time.perf_counter()
 
         train_loss = state.epoch_loss_sum.item() / max(1, state.epoch_seen)
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"the training loss became {train_loss} in epoch {epoch + 1}; likely causes: a learning rate "
-                "too high, unscaled inputs (data.scaling), no gradient clipping (optimizer.clipnorm). "
-                "Run `trainwell diagnose CONFIG` to see the gradients layer by layer."
-            )
+        if not math.isfinite(train_loss):  # before any epoch-end callback can save the non-finite state
+            raise nonfinite_loss_error(train_loss, epoch + 1, 1, state.epoch_step, state.steps_per_epoch)
         logs: dict[str, float] = {
             "epoch": epoch + 1,
             "loss": train_loss,
@@ -213,6 +235,8 @@ def fit(
         state.epoch, state.epoch_step = epoch + 1, 0
         for cb in callbacks:
             cb.on_epoch_end(state, epoch, logs)
+        if state.interrupted:  # a callback stopped the run at this epoch's end (a signal): not finished
+            return state
         if state.stop_training:
             break
     for cb in callbacks:
