@@ -40,3 +40,11 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def add_latency_options(p: argparse.ArgumentParser) -> None:
+    """``--runs`` and ``--threads`` for commands that time forward passes (``fuse``, ``export``)."""
+    p.add_argument("--runs", type=int, default=100, metavar="N",
+                   help="timed forward passes per latency number (default 100; 0 skips timing)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the timing (default: torch's); 1 gives steadier numbers on a busy machine")

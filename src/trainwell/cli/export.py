@@ -8,7 +8,7 @@ import argparse
 from rich import box
 from rich.table import Table
 
-from trainwell.cli.common import add_json_option, out, print_json
+from trainwell.cli.common import add_json_option, add_latency_options, out, print_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,18 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one or more of float32, bfloat16, float16, int8; float32 is always measured as the reference",
     )
     p.add_argument("--out", help="the folder for the exported files (default: RUN-export beside the run)")
-    p.add_argument(
-        "--runs",
-        type=int,
-        default=100,
-        metavar="N",
-        help="timed forward passes per latency number (default 100; 0 skips timing)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="CPU threads for the timing (default: torch's); 1 gives steadier numbers on a busy machine",
-    )
+    add_latency_options(p)
     add_json_option(p)
     p.set_defaults(func=run)

@@ -7,7 +7,14 @@ import argparse
 
 from rich.table import Table
 
-from trainwell.cli.common import add_json_option, format_value, key_value_table, out, print_json
+from trainwell.cli.common import (
+    add_json_option,
+    add_latency_options,
+    format_value,
+    key_value_table,
+    out,
+    print_json,
+)
 
 
 def latency_table(rows: list[dict], title: str, key: str = "model") -> Table:
@@ -49,18 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuse", help="fold every Batch-Norm layer into a dense layer, into a new run folder")
     p.add_argument("run", help="the run folder")
     p.add_argument("--out", help="the new run folder (default: RUN-folded beside the run)")
-    p.add_argument(
-        "--runs",
-        type=int,
-        default=100,
-        metavar="N",
-        help="timed forward passes per latency number (default 100; 0 skips timing)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="CPU threads for the timing (default: torch's); 1 gives steadier numbers on a busy machine",
-    )
+    add_latency_options(p)
     add_json_option(p)
     p.set_defaults(func=run)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from trainwell.experiments.report.answers import duration
 from trainwell.experiments.report.collect import RunRecord, VariantRuns
 from trainwell.io import write_bytes
 
@@ -217,7 +218,7 @@ def summary_figure(variants: list[VariantRuns]) -> Figure:
             ax_time.text(
                 spe.mean,
                 y,
-                f"  {spe.mean:.1f} s × {epochs.mean:.0f} ep = {_duration(total.mean)}",
+                f"  {spe.mean:.1f} s × {epochs.mean:.0f} ep = {duration(total.mean)}",
                 va="center",
                 ha="left",
                 fontsize=9,
@@ -240,16 +241,6 @@ def summary_figure(variants: list[VariantRuns]) -> Figure:
         if seen:
             fig.legend(list(seen.values()), list(seen), loc="outside lower left", ncol=len(seen), fontsize=9)
     return fig
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 9.95:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def schedule_figure(runs: list[tuple[VariantRuns, RunRecord]]) -> Figure:
