@@ -21,7 +21,7 @@ from trainwell.analysis.diagnostics.recorder import DiagnosticsSpec
 from trainwell.analysis.pruning import PruningSpec
 from trainwell.data.spec import DataSpec
 from trainwell.errors import ConfigError
-from trainwell.nn.build import ModelSpec, output_activation
+from trainwell.nn.build import output_activation
 from trainwell.registry import unknown_name_message
 from trainwell.spec import Spec
 from trainwell.train.callbacks import EarlyStoppingSpec
@@ -29,12 +29,16 @@ from trainwell.train.losses import LOSSES
 from trainwell.train.lr_finder import LRFinderSpec
 from trainwell.train.optimizers import OptimizerSpec
 from trainwell.train.schedules import ScheduleSpec, schedule_problem
+from trainwell.transfer.phases import PhaseSpec, fill_epochs, transfer_problem
+from trainwell.transfer.pretrain import PretrainSpec
+from trainwell.transfer.reuse import TransferModelSpec
 
 
 class TrainSpec(Spec):
     """The ``[train]`` table: loss, optimizer, batches, epochs, callbacks, where to run."""
 
-    loss: Literal["sparse_categorical_crossentropy", "binary_crossentropy"] = "sparse_categorical_crossentropy"
+    # mse: the reconstruction loss of autoencoder pretraining (trainwell.transfer.pretrain), not for classifiers
+    loss: Literal["sparse_categorical_crossentropy", "binary_crossentropy", "mse"] = "sparse_categorical_crossentropy"
     optimizer: OptimizerSpec = Field(default_factory=lambda: {"name": "nadam"}, validate_default=True)
     batch_size: int = Field(default=32, ge=1)  # Keras's default
     epochs: int = Field(default=1, ge=1)  # Keras's default
@@ -50,6 +54,15 @@ class TrainSpec(Spec):
     # The fast step (train/step.py): "auto" compiles the whole step when the run is long enough to repay it.
     compile: StrictBool | Literal["auto"] = "auto"
     precision: Literal["float32", "bf16"] = "float32"  # bf16: autocast the forward pass
+    # Under DDP (trainwell/distributed.py): Batch Normalization over the global batch (torch's SyncBatchNorm,
+    # GPUs only) rather than over each process's share of it.
+    sync_batch_norm: StrictBool = False
+    phases: list[PhaseSpec] | None = Field(default=None, min_length=1)  # trainwell.transfer.phases
+
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_of_phases(cls, data: Any) -> Any:
+        return fill_epochs(data)  # train.epochs = the sum of the phases' epochs
 
 
 class Config(Spec):
@@ -57,8 +70,9 @@ class Config(Spec):
 
     name: str | None = None
     data: DataSpec
-    model: ModelSpec
+    model: TransferModelSpec  # ModelSpec with model.from / model.reuse (trainwell.transfer.reuse)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    pretrain: PretrainSpec | None = None  # unsupervised pretraining (trainwell.transfer.pretrain)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -76,6 +90,12 @@ class Config(Spec):
                 "data.validation_size is 0; set data.validation_size (e.g. 5000) or monitor \"loss\""
             )
         problem = schedule_problem(self.train, self.data.validation_size > 0)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.pretrain is not None and self.model.from_ is not None:
+            raise ValueError("pretrain: the lower layers come either from model.from or from pretrain, not both; "
+                             "remove one of them")
+        problem = transfer_problem(self)  # model.reuse, pretrain.layers, train.phases
         if problem is not None:
             raise ValueError(problem)
         return self

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainwell import distributed
 from trainwell.config import Config, config_to_toml, load_config
 from trainwell.errors import ConfigError, RunError
 from trainwell.io import (
@@ -111,6 +112,10 @@ def config_callbacks(config: Config, model: nn.Module, run_dir: Path | None,
     """
     callbacks: list[Callback] = schedule_callbacks(config.train.schedule, run_dir,
                                                    record_steps=config.train.optimizer.decay > 0)
+    if config.train.phases:  # freezing and an optimizer per phase (trainwell.transfer.phases)
+        from trainwell.transfer import phases_callback
+
+        callbacks.append(phases_callback(config, model))
     if config.train.early_stopping is not None:
         callbacks.append(EarlyStopping(model, config.train.early_stopping))
     if config.train.pruning is not None:
@@ -144,6 +149,10 @@ def new_run_dir(config: Config, name: str, runs_root: str | Path = "runs") -> Pa
 
 def check_model_fits_data(config: Config, num_classes: int) -> None:
     units = output_units(config.model)
+    if config.train.loss == "mse":
+        raise ConfigError("train.loss: mse is the reconstruction loss of autoencoder pretraining (pretrain = "
+                          "{ method = \"autoencoder\", ... }); a classifier needs sparse_categorical_crossentropy "
+                          "or binary_crossentropy")
     if config.train.loss == "sparse_categorical_crossentropy" and units != num_classes:
         raise ConfigError(
             f"model.layers: the last dense layer has {units} units but {config.data.dataset} has "
@@ -212,12 +221,21 @@ def run_training(config: Config, *, name: str = "run", out: str | Path | None = 
 
     dataset = load_dataset(config.data)
     check_config_fits_data(config, dataset)
+    if config.model.from_ is not None or config.pretrain is not None or config.train.phases:
+        from trainwell.transfer import check_transfer
+
+        check_transfer(config, dataset.input_shape)  # model.from, pretrain, train.phases
+    distributed.check_config(config, distributed.world_size(), dataset.input_shape)
+    if not distributed.is_rank_zero():  # rank 0 writes the run folder (and warns); this rank trains in step
+        config, _ = resolve_learning_rate(config, dataset)
+        return distributed.train_worker(distributed.share_learning_rate(config), dataset, None, extra_callbacks)
     warn_if_not_self_normalizing(config)
     run_dir = Path(out) if out is not None else new_run_dir(config, name, runs_root)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: the folder exists and is not empty; choose another --out, or continue "
                        f"that run with `trainwell train --resume {run_dir}`")
     config, found = resolve_learning_rate(config, dataset)  # learning_rate = "auto": run the LR finder
+    config = distributed.share_learning_rate(config)  # under DDP: rank 0's, on every rank
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -243,6 +261,9 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if not distributed.is_rank_zero():  # rank 0 checks the folder's status and holds its lock
+        ckpt = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
+        return distributed.train_worker(config, load_dataset(config.data), ckpt, extra_callbacks)
     status = run_status(run_dir)
     if status == "finished":
         raise RunError(f"{run_dir}: this run has already finished ({METRICS} exists); nothing to resume. "
@@ -253,6 +274,7 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
                        f"(pid {lock_holder(run_dir / LOCK)}); wait for it to end or stop it first")
     ckpt = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
     dataset = load_dataset(config.data)
+    distributed.check_config(config, distributed.world_size(), dataset.input_shape)
     with exclusive_lock(run_dir / LOCK, f"the run folder {run_dir}"):
         remove_temporaries(run_dir)  # left by a process killed in the middle of a write
         return _train_into(run_dir, config, dataset, ckpt, progress, extra_callbacks)
@@ -289,6 +311,7 @@ def _train_into(run_dir: Path, config: Config, dataset: Any, ckpt: dict[str, Any
         "classes": list(dataset.classes),
         "data_source": dataset.source,
         "device": str(device),
+        "processes": distributed.world_size(),  # > 1: data-parallel over DDP (trainwell/distributed.py)
         "trainwell": _version(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -297,6 +320,10 @@ def _train_into(run_dir: Path, config: Config, dataset: Any, ckpt: dict[str, Any
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, dataset.input_shape)
+    if ckpt is None and (config.model.from_ is not None or config.pretrain is not None):
+        from trainwell.transfer import prepare_model  # a resumed run's weights come from its checkpoint
+
+        prepare_model(config, model, dataset, run_dir, progress=progress)  # writes transfer.json
     callbacks = config_callbacks(config, model, run_dir, dataset)
     early = next((cb for cb in callbacks if isinstance(cb, EarlyStopping)), None)
     callbacks.extend(extra_callbacks or [])

@@ -154,3 +154,68 @@ def test_validation_that_leaves_no_training_data_is_a_config_error():
 def test_spec_errors_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         load_dataset(data)
+
+
+# --- data.classes and data.positive_class ------------------------------------------------------------------
+
+
+def test_classes_keep_only_the_listed_ones_relabelled_in_order_before_the_split():
+    # Labels are k % 10; keep 7, 2 and 5 (in that order): label 7 → 0, 2 → 1, 5 → 2.
+    ds = split_and_scale(raw(), spec(validation_size=6, classes=[7, 2, 5], scaling="none", seed=5))
+    kept = np.flatnonzero(np.isin(np.arange(100) % 10, [7, 2, 5]))  # 30 training examples
+    order = kept[np.random.default_rng(5).permutation(len(kept))]  # the shuffle counts kept examples only
+    np.testing.assert_array_equal(ids(ds.x_valid), order[:6])
+    np.testing.assert_array_equal(ids(ds.x_train), order[6:])
+    new = {7: 0, 2: 1, 5: 2}
+    np.testing.assert_array_equal(ds.y_train, [new[k % 10] for k in order[6:]])
+    np.testing.assert_array_equal(ds.y_valid, [new[k % 10] for k in order[:6]])
+    np.testing.assert_array_equal(ids(ds.x_test), [k for k in range(40) if k % 10 in new])
+    np.testing.assert_array_equal(ds.y_test, [new[k % 10] for k in range(40) if k % 10 in new])
+    assert ds.classes == ("7", "2", "5") and ds.num_classes == 3
+
+
+def test_classes_by_name_and_limits_count_kept_examples():
+    ds = split_and_scale(raw(), spec(classes=["3", "4"], limit_train=5, limit_test=3, scaling="none", seed=2))
+    rng = np.random.default_rng(2)
+    kept = np.flatnonzero(np.isin(np.arange(100) % 10, [3, 4]))
+    order = kept[rng.permutation(len(kept))]
+    test_kept = np.flatnonzero(np.isin(np.arange(40) % 10, [3, 4]))
+    np.testing.assert_array_equal(ids(ds.x_train), order[:5])
+    np.testing.assert_array_equal(
+        ids(ds.x_test), test_kept[np.sort(rng.choice(len(test_kept), 3, replace=False))]
+    )
+    assert set(ds.y_train) <= {0, 1}
+
+
+def test_positive_class_makes_a_binary_task():
+    # The chapter's sandal (5) vs shirt (6): shirt is the positive class.
+    ds = split_and_scale(raw(), spec(classes=[5, 6], positive_class=6, scaling="none"))
+    np.testing.assert_array_equal(ds.y_train, (ids(ds.x_train) % 10 == 6).astype(np.int64))
+    np.testing.assert_array_equal(ds.y_test, (ids(ds.x_test) % 10 == 6).astype(np.int64))
+    assert ds.classes == ("5", "6") and len(ds.x_train) == 20
+    # Without a keep-list: one class against all the others.
+    ds = split_and_scale(raw(), spec(positive_class="0", scaling="none"))
+    assert ds.classes == ("not 0", "0") and len(ds.x_train) == 100
+    np.testing.assert_array_equal(ds.y_train, (ids(ds.x_train) % 10 == 0).astype(np.int64))
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"classes": [3, 12]}, r"data\.classes: 12 is not a class index of toy, which has classes 0 to 9"),
+        ({"classes": ["3", "cat"]}, r"data\.classes: 'cat' is not a class name of toy"),
+        ({"classes": [3, "3"]}, r"data\.classes: \[3, '3'\] names a class twice"),
+        (
+            {"classes": [3, 4], "positive_class": 5},
+            r"data\.positive_class: '5' is not among the kept data\.classes",
+        ),
+    ],
+)
+def test_class_selection_errors_name_the_key(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        split_and_scale(raw(), spec(**kw))
+
+
+def test_class_spec_rejects_a_repeated_class():
+    with pytest.raises(ValueError, match="classes: each class may be listed once"):
+        spec(classes=[1, 1])

@@ -71,7 +71,7 @@ def test_every_preset_plans_valid_configs_full_and_quick(name):
     exp = load_experiment(name)
     assert exp.spec.description
     for quick in (False, True):
-        plans = plan_runs(exp, quick=quick)
+        plans = plan_runs(exp, quick=quick, repeat=1)  # one folder per variant (presets may set repeat)
         assert [p.folder for p in plans] == [v.name for v in exp.spec.variants]
 
 

@@ -23,7 +23,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         info = dataset_info(config.data.dataset, path=config.data.path, verify=config.data.verify)
         input_shape = tuple(info["input_shape"])
-    summary = summarize_model(build_model(config.model, input_shape), input_shape)
+    from trainwell.transfer.phases import describe_transfer, freeze_first_phase
+
+    model = build_model(config.model, input_shape)
+    freeze_first_phase(model, config)  # "(frozen)": the layers train.phases' first phase freezes
+    summary = summarize_model(model, input_shape)
+    summary["transfer"] = describe_transfer(config)
     if args.json:
         print_json(summary)
         return 0
@@ -36,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(f"Total params: {summary['total']:,}\nTrainable params: {summary['trainable']:,}\n"
               f"Non-trainable params: {summary['non_trainable']:,}")
+    for line in summary["transfer"]:
+        out.print(line)
     return 0
 
 

@@ -2,6 +2,9 @@
 
 In order, with one generator ``numpy.random.default_rng(seed)``:
 
+0. ``classes`` keeps only the examples of the listed classes (train and test), relabelled 0, 1, ... in the
+   listed order; ``positive_class`` then relabels to 1 for that class and 0 for the others. Everything below
+   counts the kept examples only.
 1. The training set is shuffled once. The first ``validation_size`` examples of that order are the
    validation split (a float is a fraction of the training set, rounded to the nearest count), the rest the
    training split. The shuffle is applied even with no validation split, so that ``limit_train`` takes a
@@ -22,6 +25,7 @@ copy of the whole training set.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,15 +50,21 @@ def validation_count(validation_size: int | float, n_train: int) -> int:
 def split_and_scale(raw: RawDataset, spec: DataSpec) -> Dataset:
     """The :class:`Dataset` ``spec`` asks for, made from ``raw`` (see the module docstring)."""
     rng = np.random.default_rng(spec.seed)
-    n_train, n_test = len(raw.y_train), len(raw.y_test)
-    order = rng.permutation(n_train)
+    selection = select_classes(raw, spec)
+    if selection is None:
+        train_keep, test_keep = np.arange(len(raw.y_train)), np.arange(len(raw.y_test))
+    else:
+        train_keep = np.flatnonzero(selection.lookup[raw.y_train] >= 0)
+        test_keep = np.flatnonzero(selection.lookup[raw.y_test] >= 0)
+    n_train, n_test = len(train_keep), len(test_keep)
+    order = train_keep[rng.permutation(n_train)]
     n_valid = validation_count(spec.validation_size, n_train)
     valid_idx, train_idx = order[:n_valid], order[n_valid:]
     if spec.limit_train is not None:
         train_idx = train_idx[: spec.limit_train]
-    test_idx = np.arange(n_test)
+    test_idx = test_keep
     if spec.limit_test is not None and spec.limit_test < n_test:
-        test_idx = np.sort(rng.choice(n_test, size=spec.limit_test, replace=False))
+        test_idx = test_keep[np.sort(rng.choice(n_test, size=spec.limit_test, replace=False))]
 
     x_train, x_valid, x_test = (
         _gather(raw.x_train, train_idx),
@@ -70,18 +80,76 @@ def split_and_scale(raw: RawDataset, spec: DataSpec) -> Dataset:
         for x in (x_train, x_valid, x_test):
             x -= stats.mean
             x /= stats.std
+
+    def labels(y: np.ndarray) -> np.ndarray:
+        return y if selection is None else selection.lookup[y]
+
     return Dataset(
         name=raw.name,
         x_train=x_train,
-        y_train=raw.y_train[train_idx],
+        y_train=labels(raw.y_train[train_idx]),
         x_valid=x_valid,
-        y_valid=raw.y_train[valid_idx],
+        y_valid=labels(raw.y_train[valid_idx]),
         x_test=x_test,
-        y_test=raw.y_test[test_idx],
-        classes=raw.classes,
+        y_test=labels(raw.y_test[test_idx]),
+        classes=raw.classes if selection is None else selection.classes,
         source=raw.source,
         scaling_stats=stats,
     )
+
+
+class ClassSelection(NamedTuple):
+    """``lookup[stored label]``: the new label, or -1 for a dropped class; ``classes``: the new names."""
+
+    lookup: np.ndarray
+    classes: tuple[str, ...]
+
+
+def _class_index(value: int | str, classes: tuple[str, ...], key: str, name: str) -> int:
+    if isinstance(value, str):
+        if value not in classes:
+            raise ConfigError(
+                f"data.{key}: {value!r} is not a class name of {name} (its classes: {', '.join(classes)})"
+            )
+        return classes.index(value)
+    if not 0 <= value < len(classes):
+        raise ConfigError(
+            f"data.{key}: {value} is not a class index of {name}, which has classes 0 to {len(classes) - 1}"
+        )
+    return int(value)
+
+
+def select_classes(raw: RawDataset, spec: DataSpec) -> ClassSelection | None:
+    """The relabelling ``data.classes`` and ``data.positive_class`` ask for, or None for the stored labels.
+
+    Classes are given by index or by name. ``classes = [a, b, c]`` maps a → 0, b → 1, c → 2 and drops the
+    rest; ``positive_class = p`` then maps p → 1 and every other kept class → 0 (names: the other class's,
+    or ``"not p"`` when several others are kept).
+    """
+    if spec.classes is None and spec.positive_class is None:
+        return None
+    n = len(raw.classes)
+    kept = (
+        [_class_index(c, raw.classes, "classes", raw.name) for c in spec.classes]
+        if spec.classes is not None
+        else list(range(n))
+    )
+    if len(set(kept)) < len(kept):
+        raise ConfigError(f"data.classes: {spec.classes} names a class twice (by index and by name)")
+    lookup = np.full(n, -1, dtype=np.int64)
+    lookup[kept] = np.arange(len(kept))
+    names = tuple(raw.classes[i] for i in kept)
+    if spec.positive_class is not None:
+        positive = _class_index(spec.positive_class, raw.classes, "positive_class", raw.name)
+        if positive not in kept:
+            raise ConfigError(
+                f"data.positive_class: {raw.classes[positive]!r} is not among the kept data.classes "
+                f"({', '.join(names)}); add it there"
+            )
+        lookup[kept] = [1 if i == positive else 0 for i in kept]
+        others = [raw.classes[i] for i in kept if i != positive]
+        names = (others[0] if len(others) == 1 else f"not {raw.classes[positive]}", raw.classes[positive])
+    return ClassSelection(lookup, names)
 
 
 def fit_standardization(x: np.ndarray) -> ScalingStats:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainwell import distributed
 from trainwell.config import TrainSpec
 from trainwell.errors import TrainingError
 from trainwell.nn.build import split_output
@@ -98,25 +99,33 @@ def evaluate(model: nn.Module, x: Any, y: Any, loss: str = "sparse_categorical_c
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = logits_model(xb)
             total += spec.sum_fn(logits, yb).double()
-            correct += spec.correct(logits, yb)
+            if spec.correct is not None:  # a regression loss (mse) has no accuracy
+                correct += spec.correct(logits, yb)
         mean = total.item() / n
         extra = penalty(penalty_terms(model))
         if extra is not None:
             mean += extra.item()
-        return {"loss": mean, "accuracy": correct.item() / n}
+        return {"loss": mean, "accuracy": correct.item() / n if spec.correct is not None else math.nan}
     finally:
         model.train(was_training)
 
 
-def steps_per_epoch(n: int, batch_size: int, model: nn.Module) -> int:
+def steps_per_epoch(n: int, batch_size: int, model: nn.Module, world_size: int = 1) -> int:
     """Batches per epoch: ``ceil(n / batch_size)`` as in Keras (the last batch may be partial), except that a
     last batch of a single example is merged into the one before when the model has Batch Normalization,
-    whose batch statistics need at least two examples (torch raises; Keras would normalize it to β)."""
+    whose batch statistics need at least two examples (torch raises; Keras would normalize it to β). On
+    ``world_size`` processes each takes a share of every batch (trainwell/distributed.py), so the last batch
+    must give each of them one example (two under BN), or it is merged."""
     steps = math.ceil(n / batch_size)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if has_bn and steps > 1 and n % batch_size == 1:
+    if steps > 1 and 0 < n % batch_size < world_size * (2 if has_bn else 1):
         steps -= 1
     return steps
+
+
+def _step_key(state: TrainState) -> tuple[int, tuple[bool, ...]]:
+    """What a built step depends on besides the model: its optimizer and which parameters train."""
+    return id(state.optimizer), tuple(p.requires_grad for p in state.model.parameters())
 
 
 def fit(
@@ -156,7 +165,8 @@ def fit(
     state = TrainState(model=model, optimizer=optimizer, spec=spec)
     state.data_generator.manual_seed(spec.seed)
     n, batch_size = len(x_train), spec.batch_size
-    state.steps_per_epoch = steps_per_epoch(n, batch_size, model)
+    dist = distributed.current()  # None unless this process is one rank of a DDP job
+    state.steps_per_epoch = steps_per_epoch(n, batch_size, model, dist.world_size if dist else 1)
     if resume is not None:
         from trainwell.train.checkpoint import restore_state
 
@@ -165,11 +175,14 @@ def fit(
     logits_model, _ = split_output(model)
     if step_fn is not None:
         step, state.extra["step"] = step_fn, "given (fit's step_fn)"
+    elif dist is not None:  # the eager step over DDP: the compiled one bypasses DDP's gradient hooks
+        step, state.extra["step"] = dist.make_step(state, logits_model, loss_spec)
     else:  # eager, or compiled when train.compile asks (train/step.py)
         step, state.extra["step"] = build_step(
             model, logits_model, loss_spec, optimizer, compile=spec.compile, precision=spec.precision,
             # the whole run's steps, not those left: a resumed run must choose the step it started with
             batch_size=batch_size, total_steps=spec.epochs * state.steps_per_epoch)
+    built_for = _step_key(state)
     step_begin = [cb for cb in callbacks if overrides(cb, "on_step_begin")]
     step_end = [cb for cb in callbacks if overrides(cb, "on_step_end")]
 
@@ -186,6 +199,12 @@ def fit(
             state.epoch_seen, state.epoch_seconds = 0, 0.0
         for cb in callbacks:
             cb.on_epoch_begin(state, epoch)
+        if step_fn is None and _step_key(state) != built_for:  # a callback (train.phases) froze layers or
+            # rebuilt the optimizer: the step holds both (the compiled one, its list of trainable parameters)
+            step, state.extra["step"] = dist.make_step(state, logits_model, loss_spec) if dist else build_step(
+                model, logits_model, loss_spec, state.optimizer, compile=spec.compile, precision=spec.precision,
+                batch_size=batch_size, total_steps=spec.epochs * state.steps_per_epoch)
+            built_for = _step_key(state)
         model.train()
         # One gather per epoch, then contiguous slices: cheaper than a gather per step. A resumed epoch draws
         # the same permutation from the RNG state saved at its start.
@@ -199,10 +218,13 @@ def fit(
             start = i * batch_size
             end = n if i == state.steps_per_epoch - 1 else start + batch_size  # the last batch takes the rest
             xb, yb = xs[start:end], ys[start:end]
+            if dist is not None:  # this process's share of the global batch
+                xb, yb = dist.shard(xb), dist.shard(yb)
             loss, logits = step(xb, yb)
             with torch.no_grad():
                 state.epoch_loss_sum += loss * len(yb)
-                state.epoch_correct += loss_spec.correct(logits, yb)
+                if loss_spec.correct is not None:
+                    state.epoch_correct += loss_spec.correct(logits, yb)
             state.epoch_seen += len(yb)
             state.step += 1
             state.epoch_step = i + 1
@@ -217,17 +239,20 @@ def fit(
             state.interrupted = True
             return state
         validation_started = time.perf_counter()
-
+        if dist is not None:  # every rank then reads the sums over all ranks
+            dist.reduce_epoch(state)
         train_loss = state.epoch_loss_sum.item() / max(1, state.epoch_seen)
         if not math.isfinite(train_loss):  # before any epoch-end callback can save the non-finite state
             raise nonfinite_loss_error(train_loss, epoch + 1, 1, state.epoch_step, state.steps_per_epoch)
         logs: dict[str, float] = {
             "epoch": epoch + 1,
             "loss": train_loss,
-            "accuracy": state.epoch_correct.item() / max(1, state.epoch_seen),
+            "accuracy": state.epoch_correct.item() / max(1, state.epoch_seen)
+            if loss_spec.correct is not None else math.nan,
         }
         if has_valid:
-            val = evaluate(model, dataset.x_valid, dataset.y_valid, spec.loss, spec.eval_batch_size, device)
+            val = (dist.evaluate if dist is not None else evaluate)(  # under DDP: in shards, then reduced
+                model, dataset.x_valid, dataset.y_valid, spec.loss, spec.eval_batch_size, device)
             logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
         logs["lr"] = state.learning_rate
         logs["seconds"] = state.epoch_seconds + (time.perf_counter() - validation_started)
