@@ -16,7 +16,12 @@ def run(args: argparse.Namespace) -> int:
     for name in preset_names():
         spec = load_experiment(name).spec
         presets.append(
-            {"name": name, "variants": [v.name for v in spec.variants], "description": spec.description}
+            {
+                "name": name,
+                "variants": [v.name for v in spec.variants],
+                "analyses": [a.name for a in spec.analyses],
+                "description": spec.description,
+            }
         )
     if args.json:
         print_json(presets)
@@ -27,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     table.add_column(no_wrap=True, overflow="ellipsis")  # one line per preset: the description is cut
     for p in presets:
         table.add_row(
-            f"[bold]{p['name']}[/]", f"{len(p['variants'])} variants", " ".join(p["description"].split())
+            f"[bold]{p['name']}[/]",
+            f"{len(p['variants'])} variants" if p["variants"] else f"{len(p['analyses'])} analyses",
+            " ".join(p["description"].split()),
         )
     out.print(table)
     out.print("run one with `trainwell run NAME [--quick]`; `trainwell run --help` for the options")

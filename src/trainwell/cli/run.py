@@ -85,15 +85,21 @@ def run(args: argparse.Namespace) -> int:
                     }
                     for o in result.outcomes
                 ],
+                "analyses": [  # the [[analyses]] steps: study.json in each folder
+                    {"name": o.variant, "folder": str(o.run_dir), "action": o.action, "error": o.error,
+                     "seconds": o.seconds}
+                    for o in result.analyses
+                ],
             }
         )
     else:
         from trainwell.experiments.report.answers import duration
 
-        if result.report:
+        if result.report and result.outcomes:
             out.print(_table(result))
+        analysed = f", {len(result.analyses)} analyses" if result.analyses else ""
         out.print(
-            f"{len(result.outcomes)} runs in {duration(result.seconds)}; "
+            f"{len(result.outcomes)} runs{analysed} in {duration(result.seconds)}; "
             + (f"report: {result.report}" if result.report else f"no report ({result.report_error})")
         )
         for o in result.failed:
@@ -117,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the study scaled down by the file's [quick] table (a slice of the data, fewer epochs)",
     )
-    p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these variants")
+    p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these variants or analyses")
     p.add_argument("--out", help="the experiment folder (default: experiments/<name>[-quick])")
     p.add_argument("--root", default="experiments", help="where experiment folders go (default: experiments)")
     p.add_argument(

@@ -7,6 +7,8 @@
   timings — and of the last invocation;
 - one run folder per variant (``<variant>/``, or ``<variant>-seed<K>/`` with several seeds), laid out as
   :mod:`trainwell.runs` describes, plus ``mc_dropout.json`` for variants with ``mc_dropout``;
+- one folder per analysis (``<analysis>/``: its sub-runs and ``study.json``, see
+  :mod:`trainwell.experiments.studies`), run after the variants;
 - the report (:mod:`trainwell.experiments.report`): ``report.html``, ``report.md``, ``results.json`` and
   ``figures/``.
 
@@ -29,9 +31,10 @@ from typing import Any
 
 from trainwell.config import config_to_dict
 from trainwell.errors import RunError
-from trainwell.experiments.spec import Experiment, PlannedRun, load_experiment, plan_runs
+from trainwell.experiments.spec import Experiment, PlannedRun, load_experiment, plan_analyses, plan_runs
 from trainwell.io import write_json, write_text
 from trainwell.runs import METRICS, load_run_config, load_run_model, resume_training, run_status, run_training
+from trainwell.transfer.variants import resolve_variant_sources
 
 EXPERIMENT_TOML, EXPERIMENT_JSON, MC_JSON = "experiment.toml", "experiment.json", "mc_dropout.json"
 
@@ -60,10 +63,11 @@ class ExperimentResult:
     report_error: str | None = None
     interrupted: bool = False
     signal: int | None = None
+    analyses: list[RunOutcome] = field(default_factory=list)  # variant = the analysis's name
 
     @property
     def failed(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes if o.action == "failed"]
+        return [o for o in self.outcomes + self.analyses if o.action == "failed"]
 
 
 def _now() -> str:
@@ -228,7 +232,9 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     plans = plan_runs(experiment, quick=quick, only=only, repeat=repeat)
+    analyses = plan_analyses(experiment, quick=quick, only=only)
     experiment_dir = experiment_dir_for(experiment, quick, out, root)
+    plans = resolve_variant_sources(experiment, plans, experiment_dir, quick=quick, repeat=repeat)  # "@variant"
     record = read_record(experiment_dir)
     check_existing_folders(plans, experiment_dir, record)
     try:
@@ -298,6 +304,15 @@ def run_experiment(
             say(f"interrupted: {outcome.error}\nre-run the same command to continue where it stopped")
             break
 
+    analysis_outcomes: list[RunOutcome] = []
+    if analyses and not interrupted:  # the study steps, each into its own folder (trainwell.experiments.studies)
+        from trainwell.experiments.studies import run_analyses
+
+        analysis_outcomes = run_analyses(analyses, experiment_dir, record, progress=progress, say=say)
+        stopped = next((o for o in analysis_outcomes if o.action == "interrupted"), None)
+        if stopped is not None:
+            interrupted, stop_signal = True, stopped.signal
+
     seconds = time.perf_counter() - started
     record["last_invocation"].update(
         {"ended": _now(), "seconds": seconds, "status": "interrupted" if interrupted else "finished"}
@@ -309,6 +324,7 @@ def run_experiment(
         seconds=seconds,
         interrupted=interrupted,
         signal=stop_signal,
+        analyses=analysis_outcomes,
     )
     for o in outcomes:
         if o.action in ("trained", "resumed", "skipped"):

@@ -30,6 +30,21 @@ An experiment is a TOML file (or a built-in preset, see ``trainwell presets``)::
                                        #   with (val_accuracy, mc_accuracy, best_epoch, epochs_run,
                                        #   seconds_per_epoch)
 
+    [[analyses]]                       # optional: a study step beyond plain variants
+    name = "q6-sparse"                 # its folder: experiments/<name>/<analysis>/, sub-runs inside it
+    kind = "sparsity"                  # which study (trainwell.experiments.studies.STUDIES)
+    description = "..."
+    question = "..."                   # optional: the question its report section answers
+    set = { model = { ... } }          # optional: merged onto [base], as a variant's set (also quick,
+                                       #   unset); the result is the study's base config
+    params = { sparsities = [0.5, 0.9] }    # the study's own parameters (each kind documents its own)
+    quick_params = { sparsities = [0.9] }   # optional: merged onto params by --quick
+
+An experiment has at least one variant or one analysis. Analyses run after the variants, each into its own
+folder; a study trains its sub-runs there as the runner trains variants (finished ones skipped, unfinished
+ones resumed), measures, writes ``study.json`` (its records) and adds its section to the report
+(:mod:`trainwell.experiments.studies`). ``--only`` names variants or analyses.
+
 A variant's config is ``merge(base, set)`` with :func:`trainwell.config.merge` (tables merge key by key,
 lists such as ``model.layers`` are replaced whole, a table whose ``name`` changes is replaced); with
 ``--quick``, then ``merge(·, quick)`` and ``merge(·, variant.quick)``; last, the ``unset`` keys are removed. Its ``name`` becomes
@@ -81,6 +96,24 @@ class VariantSpec(Spec):
     reference: ReferenceSpec | None = None
 
 
+class AnalysisSpec(Spec):
+    """One ``[[analyses]]`` entry: a study step of a registered ``kind`` with its own ``params``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: str
+    description: str = ""
+    question: str | None = None
+    set: dict[str, Any] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    quick_params: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved_params(self, quick: bool) -> dict[str, Any]:
+        """``params``, with ``quick_params`` merged on for the quick study."""
+        return merge(copy.deepcopy(self.params), self.quick_params) if quick else copy.deepcopy(self.params)
+
+
 class ExperimentSpec(Spec):
     """A whole experiment file (see the module's docstring)."""
 
@@ -90,7 +123,8 @@ class ExperimentSpec(Spec):
     reference_source: str = ""
     base: dict[str, Any]
     quick: dict[str, Any] = Field(default_factory=dict)
-    variants: list[VariantSpec] = Field(min_length=1)
+    variants: list[VariantSpec] = Field(default_factory=list)
+    analyses: list[AnalysisSpec] = Field(default_factory=list)
 
     @field_validator("base")
     @classmethod
@@ -102,12 +136,20 @@ class ExperimentSpec(Spec):
 
     @model_validator(mode="after")
     def _names(self) -> ExperimentSpec:
+        if not self.variants and not self.analyses:
+            raise ValueError("an experiment needs at least one [[variants]] or [[analyses]] entry")
         names = [v.name for v in self.variants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        steps = names + [a.name for a in self.analyses]  # one folder each in the experiment folder
+        dupes = sorted({n for n in steps if steps.count(n) > 1})
         if dupes:
             raise ValueError(
-                f"variants: the name {dupes[0]!r} is used twice; every variant needs its own name"
+                f"variants: the name {dupes[0]!r} is used twice; every variant and analysis needs its own name"
             )
+        if self.analyses:  # each kind checks its own params (imported here: the studies import this module)
+            from trainwell.experiments.studies import check_analysis
+
+            for analysis in self.analyses:
+                check_analysis(analysis)
         for v in self.variants:
             if v.compare_to is not None and (v.compare_to not in names or v.compare_to == v.name):
                 others = [n for n in names if n != v.name]
@@ -122,6 +164,14 @@ class ExperimentSpec(Spec):
             if v.name == name:
                 return v
         raise ConfigError(unknown_name_message("variant", name, [v.name for v in self.variants]))
+
+    def check_step(self, name: str) -> None:
+        """Raise a :class:`ConfigError` unless ``name`` is a variant or an analysis (for ``--only``)."""
+        if name not in {a.name for a in self.analyses}:
+            if self.analyses:
+                valid = [v.name for v in self.variants] + [a.name for a in self.analyses]
+                raise ConfigError(unknown_name_message("variant or analysis", name, valid))
+            self.variant(name)
 
     def baseline_of(self, variant: VariantSpec) -> str | None:
         """The variant ``variant`` is compared with: its ``compare_to``, else the first variant."""
@@ -197,8 +247,9 @@ def load_experiment(source: str | Path) -> Experiment:
     )
 
 
-def variant_data(spec: ExperimentSpec, variant: VariantSpec, quick: bool) -> dict[str, Any]:
-    """The config of ``variant`` as plain data: base, its ``set``, and with ``quick`` the quick tables."""
+def variant_data(spec: ExperimentSpec, variant: VariantSpec | AnalysisSpec, quick: bool) -> dict[str, Any]:
+    """The config of ``variant`` (or the base config of an analysis) as plain data: base, its ``set``, and
+    with ``quick`` the quick tables."""
     data = merge(copy.deepcopy(spec.base), variant.set)
     if quick:
         data = merge(merge(data, spec.quick), variant.quick)
@@ -208,7 +259,8 @@ def variant_data(spec: ExperimentSpec, variant: VariantSpec, quick: bool) -> dic
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or parts[-1] not in node:
             raise ConfigError(
-                f"variants ({variant.name}).unset: {key!r} is not a key of the variant's config; "
+                f"{'analyses' if isinstance(variant, AnalysisSpec) else 'variants'} ({variant.name}).unset: "
+                f"{key!r} is not a key of the variant's config; "
                 'give a dotted path such as "train.early_stopping"'
             )
         del node[parts[-1]]
@@ -227,7 +279,7 @@ def plan_runs(
     that a mistake in the last variant is found before the first one trains."""
     spec = experiment.spec
     for name in only:
-        spec.variant(name)  # unknown names are errors that list the valid ones
+        spec.check_step(name)  # unknown names are errors that list the valid ones
     if repeat is not None and repeat < 1:
         raise ConfigError(f"--repeat: expected a number of seeds >= 1, got {repeat}")
     seeds_per_variant = repeat if repeat is not None else spec.repeat
@@ -249,3 +301,31 @@ def plan_runs(
                 )
             )
     return runs
+
+
+@dataclass
+class PlannedAnalysis:
+    """One analysis of an experiment: its entry, its base config (validated) and its params (quick merged)."""
+
+    analysis: AnalysisSpec
+    config: Config
+    data: dict[str, Any] = field(repr=False)  # the resolved base config as plain data
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_analyses(
+    experiment: Experiment, *, quick: bool = False, only: list[str] | tuple[str, ...] = ()
+) -> list[PlannedAnalysis]:
+    """The experiment's analyses (the ``only`` ones, in file order), each base config validated first."""
+    spec = experiment.spec
+    planned = []
+    for analysis in spec.analyses:
+        if only and analysis.name not in only:
+            continue
+        data = variant_data(spec, analysis, quick)
+        where = f"{experiment.source}: analysis {analysis.name!r} ([base] with its set{' and [quick]' if quick else ''})"
+        config = validate_config(data, source=where)
+        planned.append(
+            PlannedAnalysis(analysis, config, config_to_dict(config), analysis.resolved_params(quick))
+        )
+    return planned

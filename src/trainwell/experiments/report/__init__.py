@@ -86,7 +86,10 @@ def build_report(experiment_dir: str | Path, sections: list[SectionFn] | None = 
     info, variants = load_experiment_runs(experiment_dir)
     generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M UTC")
     built = [
-        s for fn in (sections if sections is not None else SECTIONS) if (s := fn(experiment_dir, variants))
+        section
+        for fn in (sections if sections is not None else SECTIONS)
+        if (s := fn(experiment_dir, variants))
+        for section in (s if isinstance(s, list) else [s])  # a function may return several sections
     ]
     title = info.spec.name
     subtitle = info.spec.description

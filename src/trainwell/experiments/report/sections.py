@@ -17,7 +17,8 @@ from trainwell.experiments.report import answers, figures
 from trainwell.experiments.report.collect import ExperimentInfo, Stat, VariantRuns, read_info
 from trainwell.experiments.report.document import Bullets, Figure, KeyNumbers, Section, Table, Text
 
-SectionFn = Callable[[Path, list[VariantRuns]], Section | None]
+# A section function returns one section, several (the analyses: one per study), or None (nothing to show).
+SectionFn = Callable[[Path, list[VariantRuns]], "Section | list[Section] | None"]
 
 
 def experiment_info(experiment_dir: Path) -> ExperimentInfo:
@@ -78,6 +79,8 @@ def overview(experiment_dir: Path, variants: list[VariantRuns]) -> Section | Non
                 "It checks the whole pipeline in minutes; its numbers are not the study's conclusions."
             )
         )
+    if not variants:  # an experiment of [[analyses]] only: their sections say the rest
+        return Section("At a glance", blocks) if blocks else None
     if not done:
         blocks.append(Text("No variant has finished yet."))
         return Section("At a glance", blocks)
@@ -114,6 +117,8 @@ def overview(experiment_dir: Path, variants: list[VariantRuns]) -> Section | Non
 
 def results(experiment_dir: Path, variants: list[VariantRuns]) -> Section | None:
     """The results table: one row per variant."""
+    if not variants:  # an experiment of [[analyses]] only
+        return None
     has_mc = any(v.mc_dropout for v in variants)
     seeds = max((len(v.runs) for v in variants), default=1)
     columns = (
@@ -405,6 +410,8 @@ def _name(value: Any) -> str:
 
 def variant_details(experiment_dir: Path, variants: list[VariantRuns]) -> Section | None:
     """What each variant is: its description, the settings that matter and where its runs are."""
+    if not variants:  # an experiment of [[analyses]] only
+        return None
     items = []
     for v in variants:
         run = next((r for r in v.runs if r.config), None)
@@ -453,9 +460,18 @@ def problems(experiment_dir: Path, variants: list[VariantRuns]) -> Section | Non
     )
 
 
+def analyses(experiment_dir: Path, variants: list[VariantRuns]) -> list[Section] | None:
+    """The ``[[analyses]]`` steps' sections, one answer per study (:mod:`trainwell.experiments.studies.report`)."""
+    # imported at call time: the studies import this package
+    from trainwell.experiments.studies.report import analyses_sections
+
+    return analyses_sections(experiment_dir, variants)
+
+
 # The sections of every report, in order. Add yours with one line (a function returning None is skipped).
 SECTIONS: list[SectionFn] = [
     overview,
+    analyses,  # the [[analyses]] steps' answers (trainwell.experiments.studies)
     results,
     questions,
     reference,
