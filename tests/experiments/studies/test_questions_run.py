@@ -73,6 +73,7 @@ def test_every_study_writes_its_records_and_answers_in_the_report(answered: Path
         assert stored["kind"] == analysis["kind"]
     report = (answered / "report.md").read_text()
     assert "## Answers at a glance" in report
+    assert f"{len(ANALYSES)} analyses · " in report and "0 variants" not in report  # the header counts what ran
     for title in (
         "One value for every weight",
         "Biases initialized to 0",

@@ -112,7 +112,13 @@ def test_answer_comes_from_the_numbers() -> None:
         "during_training": 0.9,
     }
     answer, agrees = _answer(records, SparsityParams())
-    assert answer.verdict.startswith("pruned during training: 90.0 % sparse")
+    # The ways first, each with the sparsest model it produced, then the most accurate one when sparse.
+    ways, core = answer.verdict.split(". Most accurate when sparse: ")
+    assert ways == (
+        "3 ways, each measured: ℓ1 regularization (up to 85.0 % sparse), pruned after training "
+        "(up to 90.0 % sparse), pruned during training (up to 90.0 % sparse)"
+    )
+    assert core.startswith("pruned during training: 90.0 % sparse")
     assert agrees is True  # pruning (90 %) went sparser than l1 (40 %) at the same accuracy
     text = " ".join(answer.evidence)
     # during - after at 90 %: +2.3 points; noise 2·sqrt(2·0.8815·0.1185/10,000) = 0.91 points.
@@ -122,20 +128,25 @@ def test_answer_comes_from_the_numbers() -> None:
     # l1 sparser than both pruning methods at the same accuracy: the chapter's claim is contradicted.
     records["points"][1] = _pt("l1", 1e-3, 0.95, 0.899, accuracy_as_trained=0.899)
     answer, agrees = _answer(records, SparsityParams())
-    assert answer.verdict.startswith("ℓ1 regularization: 95.0 % sparse")
+    assert answer.verdict.split(". Most accurate when sparse: ")[1].startswith(
+        "ℓ1 regularization: 95.0 % sparse"
+    )
     assert agrees is False
     # Two methods equally sparse within the tolerance: the more accurate one first, the other named too.
     records["points"][3] = _pt("after_training", 0.9, 0.9, 0.891, accuracy_before_finetune=0.60)
     records["points"][1] = _pt("l1", 1e-3, 0.85, 0.86, accuracy_as_trained=0.87)
     answer, _ = _answer(records, SparsityParams())
-    assert answer.verdict == (
+    assert answer.verdict.split(". Most accurate when sparse: ")[1] == (
         "pruned during training: 90.0 % sparse within 1.0 points of the dense model (89.3 %); "
         "pruned after training too (89.1 %)"
     )
     # Nothing within the tolerance: said so, and no claim settled.
     only_l1 = {"dense": {"test_accuracy": 0.90}, "test_examples": 10_000, "points": records["points"][:2]}
     answer, agrees = _answer(only_l1, SparsityParams(methods=["l1"], accuracy_tolerance=0.001))
-    assert answer.verdict == "none keeps the accuracy within 0.1 points at any measured sparsity"
+    assert answer.verdict == (
+        "1 way, each measured: ℓ1 regularization (up to 85.0 % sparse). "
+        "Most accurate when sparse: none keeps the accuracy within 0.1 points at any measured sparsity"
+    )
     assert agrees is None  # no pruning to hold l1 against
 
 

@@ -67,7 +67,10 @@ def results_document(info: ExperimentInfo, variants: list[VariantRuns], generate
 
 def _meta(info: ExperimentInfo, variants: list[VariantRuns], generated: str) -> str:
     run = next((r for v in variants for r in v.runs if r.info), None)
-    parts = [f"{len(variants)} variants"]
+    analyses = len(info.spec.analyses)
+    parts = [f"{len(variants)} variants"] if variants or not analyses else []
+    if analyses:
+        parts.append(f"{analyses} {'analysis' if analyses == 1 else 'analyses'}")
     seeds = max((len(v.runs) for v in variants), default=1)
     if seeds > 1:
         parts.append(f"{seeds} seeds each")

@@ -75,7 +75,8 @@ def overview(experiment_dir: Path, variants: list[VariantRuns]) -> Section | Non
         quick = ", ".join(f"{key} = {value}" for key, value in _dotted(info.spec.quick).items())
         blocks.append(
             Text(
-                f"**Quick study**: the same variants on a slice of the data and fewer epochs ({quick}). "
+                f"**Quick study**: the same {'variants' if variants else 'experiments'} on a slice of the data "
+                f"and fewer epochs ({quick}). "
                 "It checks the whole pipeline in minutes; its numbers are not the study's conclusions."
             )
         )

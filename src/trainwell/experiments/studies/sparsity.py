@@ -487,6 +487,13 @@ def _answer(records: dict[str, Any], p: SparsityParams) -> tuple[Answer, bool | 
                 f"{METHOD_LABELS[pt['method']]} too ({pct(pt['test_accuracy'])})" for pt in tied
             )
         tone = "good"
+    # The ways themselves, each with the sparsest model it produced (the question asks for the ways first).
+    reached = {}
+    for pt in pts:
+        reached[pt["method"]] = max(reached.get(pt["method"], 0.0), pt["sparsity"])
+    ways = [f"{METHOD_LABELS[m]} (up to {pct(s)} sparse)" for m, s in reached.items() if s > 0]
+    if ways:
+        verdict = f"{len(ways)} way{'s' if len(ways) > 1 else ''}, each measured: {', '.join(ways)}. Most accurate when sparse: {verdict}"
     # The chapter: l1 gives a sparse model; TF-MOT pruning an even sparser one.
     pruned = [best[m]["sparsity"] for m in ("after_training", "during_training") if m in best]
     compared = "l1" in p.methods and bool({"after_training", "during_training"} & set(p.methods))
