@@ -1,9 +1,10 @@
 """The training steps: the functional whole step against the eager one (torch.optim), and the choice between them.
 
 The functional step replays each optimizer's update by hand; here it runs uncompiled (``use_compiler=False``,
-seconds) against ``torch.optim`` step for step, for every optimizer and clipping mode. One test compiles it
-for real (inductor, about 20 s the first time on 2 cores; the on-disk cache makes reruns faster) and checks
-that compiling changes nothing beyond float rounding.
+seconds) against ``torch.optim`` step for step, for every optimizer and clipping mode, and with Batch
+Normalization against torch's own. Two tests compile it for real (a plain net with clipping, penalties and
+a schedule; a BN net; inductor, 15-25 s each the first time on 2 cores, a few seconds once the on-disk cache
+holds the graphs) and check that compiling changes nothing beyond float rounding.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ REGULARIZED = {
             "kernel_regularizer": {"l1": 1e-3, "l2": 1e-2},
             "kernel_constraint": {"max_norm": 1.0},
         },
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
+
+
+# Batch Normalization before the activation (the chapter's 8c), with Keras's momentum 0.99 made small so that
+# the running statistics move visibly in a few steps
+BN = {
+    "layers": [
+        {"type": "flatten"},
+        {"type": "dense", "units": 8, "use_bias": False},
+        {"type": "batch_norm", "momentum": 0.5},
+        {"type": "activation", "name": "elu"},
         {"type": "dense", "units": 3, "activation": "softmax"},
     ]
 }
@@ -107,6 +121,44 @@ def test_functional_step_replays_torch_optim_step_for_step(opt_spec, model_spec)
         torch.testing.assert_close(pb, pa, rtol=1e-5, atol=1e-6, msg=name)
     assert_same_state(oa, ob)
     assert all(p.grad is None for p in mb.parameters())  # as set_to_none leaves them after the next step
+
+
+def test_functional_step_runs_batch_norm_as_the_eager_module_does():
+    """BN by hand in the graph: same outputs, gradients and running statistics as torch's BatchNorm1d."""
+    (ma, oa), (mb, ob) = pair(BN, {"name": "nadam", "learning_rate": 0.01})
+    eager = make_step(ma, split_output(ma)[0], LOSS, oa)
+    functional = make_compiled_step(mb, split_output(mb)[0], LOSS, ob, batch_size=16, use_compiler=False)
+    x, y = data()
+    x = x * 3 + 1  # batch statistics far from the initial running ones (0 and 1)
+    for i in range(6):
+        xb, yb = x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)]
+        la, logits_a = eager(xb, yb)
+        lb, logits_b = functional(xb, yb)
+        torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logits_b, logits_a, rtol=1e-5, atol=1e-5)
+    for (name, ta), tb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        torch.testing.assert_close(tb, ta, rtol=1e-5, atol=1e-6, msg=name)
+    bn = ma.batch_normalization_1
+    assert int(bn.num_batches_tracked) == 6 and not torch.allclose(bn.running_mean, torch.zeros(8), atol=0.1)
+    assert_same_state(oa, ob)
+
+
+def test_batch_norm_in_inference_mode_takes_the_eager_step():
+    """The graph runs BN in training mode; a BN layer in inference mode (running statistics, no update) must
+    get torch's own BN, i.e. the eager step."""
+    (ma, oa), (mb, ob) = pair(BN, {"name": "nadam", "learning_rate": 0.01})
+    eager = make_step(ma, split_output(ma)[0], LOSS, oa)
+    functional = make_compiled_step(mb, split_output(mb)[0], LOSS, ob, batch_size=16, use_compiler=False)
+    x, y = data()
+    for i in range(4):
+        if i == 2:
+            ma.batch_normalization_1.eval()
+            mb.batch_normalization_1.eval()
+        eager(x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)])
+        functional(x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)])
+    for (name, ta), tb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        torch.testing.assert_close(tb, ta, rtol=1e-5, atol=1e-6, msg=name)
+    assert int(mb.batch_normalization_1.num_batches_tracked) == 2  # the two steps in inference mode left it
 
 
 def test_partial_batches_and_a_fresh_optimizer_take_the_eager_step_on_the_same_state():
@@ -190,16 +242,14 @@ def test_auto_compiles_only_runs_long_enough_to_repay_the_compile():
 
 
 def test_auto_stays_eager_where_the_compiled_step_cannot_go_and_true_says_why():
-    bn = {
-        "layers": [
-            {"type": "flatten"},
-            {"type": "dense", "units": 8},
-            {"type": "batch_norm"},
-            {"type": "dense", "units": 3, "activation": "softmax"},
-        ]
-    }
-    _, why = choose(bn, compile="auto", total_steps=10**6)
-    assert why == "eager (auto: batch normalization layers (their running statistics))"
+    _, why = choose(BN, compile="auto", total_steps=10**6)
+    assert why == "compiled (auto: 1,000,000 steps)"
+    torch_bn = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    opt = build_optimizer({"name": "nadam"}, torch_bn.parameters())
+    _, why = build_step(torch_bn, torch_bn, LOSS, opt, batch_size=16, compile="auto", total_steps=10**6)
+    assert why == (
+        "eager (auto: batch normalization layers other than trainwell's (with running statistics and a momentum))"
+    )
     _, why = choose(opt_spec={"name": "adam", "amsgrad": True}, compile="auto", total_steps=10**6)
     assert why == "eager (auto: adam with amsgrad)"
     with pytest.raises(
@@ -230,6 +280,7 @@ def test_compiled_fit_matches_eager_fit():
         "device": "cpu",
     }
     results = []
+    torch._dynamo.reset()  # whole_step's graphs from earlier tests would count as recompiles here
     for compile_ in (False, True):
         torch.manual_seed(0)
         model = build_model(REGULARIZED, (4,))
@@ -247,3 +298,26 @@ def test_compiled_fit_matches_eager_fit():
     )
     for pa, pb in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_fit_with_batch_norm_matches_eager_fit():
+    """One real compile of a BN-before-activation net (the chapter's 8c): after an epoch (9 compiled steps and
+    an eager partial one) the weights and BN's running statistics equal the eager run's."""
+    ds = blobs(n=500, shape=(4,))
+    spec = {
+        "optimizer": {"name": "nadam", "learning_rate": 1e-2},
+        "epochs": 1,
+        "batch_size": 32,
+        "device": "cpu",
+    }
+    models = []
+    torch._dynamo.reset()  # whole_step's graphs from earlier tests would count as recompiles here
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = build_model(BN, (4,))
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            state = fit(model, ds, TrainSpec.model_validate(spec | {"compile": compile_}))
+        models.append(state.model)
+    assert state.extra["step"] == "compiled (train.compile = true)"
+    for (name, ta), tb in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
+        torch.testing.assert_close(tb, ta, rtol=1e-4, atol=1e-5, msg=name)

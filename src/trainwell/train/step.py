@@ -7,12 +7,15 @@ update on the model and its optimizer; the loop calls it once per batch. Two are
   run in its hooks);
 - :func:`make_compiled_step`, the whole step as **one** graph: ``torch.func.grad_and_value`` over
   ``functional_call`` gives loss and gradients; clipping, the optimizer update and max-norm follow in the
-  same graph, which ``torch.compile`` (inductor, ``fullgraph``, static shapes, and on the CPU its C++
-  wrapper) turns into a single compiled call. It reads the optimizer's hyperparameters from its param groups
+  same graph, which ``torch.compile`` (inductor, ``fullgraph``, static shapes) turns into a single compiled
+  call. It reads the optimizer's hyperparameters from its param groups
   at every step (so schedules apply without recompiling) and updates the optimizer's own state tensors, so
   eager and compiled steps can alternate on the same model and optimizer: checkpoints, the LR finder and
   early stopping see no difference. Batches of another size (an epoch's last) take the eager step, so only
-  one graph is compiled.
+  one graph is compiled. Batch Normalization runs by hand in the graph (its batch statistics leave the
+  gradient transform and the running statistics are updated after it); on the CPU the optimizer's step
+  counters advance in the graph too; and once compiled, dynamo's guards are skipped while the step's own
+  checks hold (see ``benchmarks/NOTES.md`` for what each of these saves).
 
 :func:`build_step` chooses between them from ``train.compile`` (``"auto"``: compile when the run is long
 enough to repay the compile, see :data:`AUTO_COMPILE_MIN_STEPS`) and applies ``train.precision``.
@@ -208,13 +211,14 @@ def _nadam_scalars(group: dict[str, Any], state: dict[str, Any]) -> list[float]:
         group["eps"],
         -lr * (1 - mu) / (1 - product),
         -lr * mu_next / (1 - product * mu_next),
+        mu,  # for the μ product's update in the graph (see _COUNTERS)
     ]
 
 
 def _nadam_update(
     params: list[Tensor], grads: list[Tensor], st: dict[str, list[Tensor]], sc: Tensor, flags: dict[str, Any]
 ) -> None:
-    one_minus_b1, b2, one_minus_b2, bc2, eps, c_grad, c_avg = sc.unbind()
+    one_minus_b1, b2, one_minus_b2, bc2, eps, c_grad, c_avg, _ = sc.unbind()
     for p, g, m, v in zip(params, grads, st["exp_avg"], st["exp_avg_sq"], strict=True):
         m.lerp_(g, one_minus_b1)
         v.mul_(b2).add_(one_minus_b2 * g * g)
@@ -326,6 +330,21 @@ FUNCTIONAL_UPDATES: dict[str, FunctionalUpdate] = {
 FUNCTIONAL_UPDATES["adamw"] = FUNCTIONAL_UPDATES["adam"]
 
 
+# On the CPU the optimizer's per-parameter counters (float32 scalar tensors) advance inside the compiled graph:
+# two foreach calls over ~40 scalar tensors per step cost about a tenth of a compiled step on the host
+# (benchmarks/NOTES.md). On a GPU they stay host-side (torch keeps them on the CPU, the graph is on the GPU).
+# The graph multiplies the μ product by the last of Nadam's scalars, μ_t.
+_COUNTERS: dict[str, tuple[str, ...]] = {"nadam": ("step", "mu_product")}
+
+
+def _advance_in_graph(counters: dict[str, list[Tensor]], sc: Tensor) -> None:
+    """:func:`_advance`'s bookkeeping as graph operations (same float32 arithmetic)."""
+    for t in counters.get("mu_product", ()):
+        t.mul_(sc[-1])
+    for t in counters["step"]:
+        t.add_(1.0)
+
+
 def _advance(rule: FunctionalUpdate, name: str, group: dict[str, Any], states: list[dict[str, Any]]) -> None:
     """torch's host-side bookkeeping after an update: step counters, Nadam's μ product (float32 tensors)."""
     if not rule.counts_steps:
@@ -355,6 +374,67 @@ def _clip(grads: list[Tensor], spec: Any) -> list[Tensor]:
     return grads
 
 
+# --- Batch Normalization in the graph ----------------------------------------------------------------------
+#
+# BN's forward updates its running statistics in place, and dynamo cannot trace that mutation inside
+# torch.func.grad. So in the compiled step BN layers are run by hand: the batch statistics are computed in the
+# graph and handed out of the gradient transform, and the running statistics are updated after it, in the
+# same graph, with torch's formulas (running ← (1 − m)·running + m·batch, the variance unbiased).
+
+
+def _batch_norm_problem(model: nn.Module) -> str | None:
+    """Why the compiled step cannot run ``model``'s BN layers, or None (also None when it has none)."""
+    from trainwell.nn.layers import BatchNorm
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return None
+    if any(not p.requires_grad for m in bns for p in m.parameters(recurse=False)):
+        # a frozen BN layer runs in inference mode (transfer/phases.py, as Keras does); the graph computes BN
+        # in training mode
+        return "frozen batch normalization layers (they run in inference mode)"
+    if not isinstance(model, nn.Sequential) or any(m not in list(model.children()) for m in bns):
+        return "batch normalization layers nested below the top-level Sequential"
+    if any(type(m) is not BatchNorm or not m.track_running_stats or m.momentum is None for m in bns):
+        return "batch normalization layers other than trainwell's (with running statistics and a momentum)"
+    if any(not p.requires_grad for m in bns for p in m.parameters()):  # the graph runs BN in training mode
+        return "frozen batch normalization layers (train.phases), which must run in inference mode"
+    return None
+
+
+def _batch_norm_train(bn: nn.Module, x: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """trainwell's BatchNorm in training mode over the last axis: ``y = γ·(x − μ_B)/√(σ²_B + ε) + β``
+    (Ioffe & Szegedy 2015), with the batch mean and *unbiased* variance (σ²_B · n/(n − 1)) for the update."""
+    dims = tuple(range(x.dim() - 1))
+    mean = x.mean(dims)
+    var = x.var(dims, unbiased=False)
+    y = (x - mean) * torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        y = y * params.get("weight", bn.weight)
+    if bn.bias is not None:
+        y = y + params.get("bias", bn.bias)
+    n = x.numel() // x.shape[-1]
+    return y, mean.detach(), var.detach() * (n / max(n - 1, 1))
+
+
+def _forward_with_batch_stats(
+    seq: nn.Module, params: dict[str, Tensor], x: Tensor
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """``seq``'s forward with ``params`` substituted, BN layers by hand; and each BN layer's batch mean and
+    unbiased variance, in order."""
+    from torch.func import functional_call
+
+    stats: list[tuple[Tensor, Tensor]] = []
+    for name, child in seq.named_children():
+        own = {k[len(name) + 1 :]: v for k, v in params.items() if k.startswith(name + ".")}
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            x, mean, var = _batch_norm_train(child, x, own)
+            stats.append((mean, var))
+        else:
+            x = functional_call(child, own, (x,)) if own else child(x)
+    return x, stats
+
+
 # --- the compiled step --------------------------------------------------------------------------------------
 
 
@@ -371,9 +451,9 @@ def compiled_step_problem(model: nn.Module, optimizer: torch.optim.Optimizer) ->
     reason = rule.unsupported(optimizer.param_groups[0])
     if reason:
         return f"{spec.name} with {reason}"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        # its in-place updates of the running statistics cannot be traced inside torch.func.grad (dynamo)
-        return "batch normalization layers (their running statistics)"
+    bn_problem = _batch_norm_problem(model)
+    if bn_problem:
+        return bn_problem
     params = {id(p) for p in optimizer.param_groups[0]["params"] if p.requires_grad}
     if not params:
         return "an optimizer with no trainable parameters"
@@ -382,6 +462,10 @@ def compiled_step_problem(model: nn.Module, optimizer: torch.optim.Optimizer) ->
     if any(id(t.weight) not in params for t in penalty_terms(model)):
         return "a regularized kernel that the optimizer does not train"
     return None
+
+
+# The compiled steps that have compiled in this process (their tokens; see the guard skip in step()).
+_COMPILED_STEPS: set[object] = set()
 
 
 def make_compiled_step(
@@ -397,8 +481,8 @@ def make_compiled_step(
     """The whole training step compiled into one graph (see the module docstring).
 
     Batches of ``batch_size`` samples run compiled; any other size, and any step before the optimizer has
-    state, runs :func:`make_step`'s eager step. ``compile_options`` are inductor options (default: the C++
-    wrapper on the CPU). ``use_compiler = False`` runs the same functional step without compiling it (to test
+    state, runs :func:`make_step`'s eager step. ``compile_options`` are inductor options (default: none;
+    e.g. ``{"cpp_wrapper": True}``). ``use_compiler = False`` runs the same functional step without compiling it (to test
     and debug it in seconds). Raises :class:`~trainwell.errors.ConfigError` when
     :func:`compiled_step_problem` finds a reason it cannot run.
     """
@@ -424,6 +508,12 @@ def make_compiled_step(
     terms = [(index[id(t.weight)], t.l1, t.l2) for t in penalty_terms(model)]
     limits = [(index[id(w)], m) for w, m in constrained(model) if id(w) in index]
     device = _device_of(model)
+    bns = [m for m in logits_model.children() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    running = [[m.running_mean, m.running_var, m.num_batches_tracked] for m in bns]
+    momenta = [float(m.momentum) for m in bns]
+    counter_keys = (
+        (_COUNTERS.get(spec.name, ("step",)) if rule.counts_steps else ()) if device.type == "cpu" else ()
+    )
 
     def whole_step(
         values: list[Tensor],
@@ -432,37 +522,48 @@ def make_compiled_step(
         xb: Tensor,
         yb: Tensor,
         flags: dict[str, Any],
+        running: list[list[Tensor]],
+        counters: dict[str, list[Tensor]],
     ) -> tuple[Tensor, Tensor]:
-        def loss_of(ps: list[Tensor]) -> tuple[Tensor, Tensor]:
+        def loss_of(ps: list[Tensor]) -> tuple[Tensor, tuple[Tensor, list[tuple[Tensor, Tensor]]]]:
+            by_name = dict(zip(names, ps, strict=True))
             with _autocast(device, precision):
-                logits = functional_call(logits_model, dict(zip(names, ps, strict=True)), (xb,))
+                if running:
+                    logits, stats = _forward_with_batch_stats(logits_model, by_name, xb)
+                else:
+                    logits, stats = functional_call(logits_model, by_name, (xb,)), []
             value = loss.fn(logits.float(), yb)
             for i, l1, l2 in terms:
                 if l1:
                     value = value + l1 * ps[i].abs().sum()
                 if l2:
                     value = value + l2 * ps[i].square().sum()
-            return value, logits
+            return value, (logits, stats)
 
-        grads, (value, logits) = grad_and_value(loss_of, has_aux=True)(values)
+        grads, (value, (logits, stats)) = grad_and_value(loss_of, has_aux=True)(values)
         grads = _clip(grads, spec)
         with torch.no_grad():
             rule.update(values, grads, state, sc, flags)
             for i, max_norm in limits:
                 values[i].copy_(torch.renorm(values[i], p=2, dim=0, maxnorm=max_norm))
+            for (mean_run, var_run, count), (mean, var), m in zip(running, stats, momenta, strict=True):
+                mean_run.lerp_(mean.float(), m)
+                var_run.lerp_(var.float(), m)
+                count.add_(1)
+            if counters:
+                _advance_in_graph(counters, sc)
         return value.detach(), logits.detach()
 
-    options = (
-        compile_options
-        if compile_options is not None
-        else ({"cpp_wrapper": True} if device.type == "cpu" else {})
-    )
+    # inductor's C++ wrapper is off: on this workload it saved at most ~2 % of a step's CPU time (within the
+    # noise) but made a cold compile ~50 % longer (79 s vs 52 s, loaded) and a warm start 6.3 s vs 4.5 s
+    # (benchmarks/NOTES.md, section 6)
+    options = compile_options if compile_options is not None else {}
     compiled = (
         torch.compile(whole_step, fullgraph=True, dynamic=False, options=options)
         if use_compiler
         else whole_step
     )
-    cache: dict[str, Any] = {"first": None}
+    cache: dict[str, Any] = {"first": None, "compiled_for": None, "token": object()}
 
     def state_lists(keys: tuple[str, ...]) -> dict[str, list[Tensor]] | None:
         """The optimizer's state tensors by key (re-gathered when ``load_state_dict`` replaced them)."""
@@ -480,6 +581,7 @@ def make_compiled_step(
                 marker=marker,
                 states=states,
                 lists={k: [s[k] for s in states] for k in keys},
+                counters={k: [s[k] for s in states] for k in counter_keys},
             )
         return cache["lists"]
 
@@ -489,6 +591,7 @@ def make_compiled_step(
         if (
             len(xb) != batch_size
             or lists is None
+            or any(not m.training for m in bns)  # BN in inference mode: the graph has it in training mode
             or (rule.counts_steps and "step" not in optimizer.state.get(params[0], {}))
         ):
             return eager(xb, yb)
@@ -497,8 +600,28 @@ def make_compiled_step(
         sc = torch.tensor(rule.scalars(group, first), dtype=values[0].dtype).to(device, non_blocking=True)
         for p in params:  # an earlier eager step's gradients would be stale: drop them, as set_to_none does
             p.grad = None
-        value, logits = compiled(values, lists, sc, xb, yb, rule.flags(group))
-        _advance(rule, spec.name, group, states)
+        counters = cache["counters"] if counter_keys else {}
+        flags = rule.flags(group)
+        # Once compiled, skip dynamo's guard evaluation: it checks ~200 input tensors and every module the
+        # graph reads, which cost a fifth of a step (benchmarks/NOTES.md). The step's inputs keep their
+        # shapes, dtypes and devices (full batches only; optimizer state re-gathered above), so the guards
+        # could only fail on what is checked here: the optimizer's flags and the model's train/eval mode.
+        # When those differ, the guards run and dynamo recompiles as usual. Every compiled step shares
+        # whole_step's code and so dynamo's cache for it: with a second one in the process, the guards are
+        # what tells their graphs apart, and they always run.
+        now = (flags, logits_model.training)
+        stance = (
+            torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+            if use_compiler and cache["compiled_for"] == now and {cache["token"]} == _COMPILED_STEPS
+            else contextlib.nullcontext()
+        )
+        with stance:
+            value, logits = compiled(values, lists, sc, xb, yb, flags, running, counters)
+        cache["compiled_for"] = now
+        if use_compiler:
+            _COMPILED_STEPS.add(cache["token"])
+        if not counter_keys:
+            _advance(rule, spec.name, group, states)
         apply_decay(optimizer)
         return value, logits
 
