@@ -117,3 +117,18 @@ def test_an_l1_run_reports_its_sparsity(tmp_path, npz_config):
     expected = sum(int((w.abs() <= 1e-3).sum()) for w in kernels) / sum(w.numel() for w in kernels)
     assert metrics["sparsity_threshold"] == 1e-3
     assert metrics["sparsity"] == pytest.approx(expected) and metrics["sparsity"] > 0
+
+
+def test_presets_counts_each_preset_s_variants_or_analyses_in_words(capsys):
+    import re
+
+    assert main(["presets"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    # counted from the preset files themselves: [[variants]] and [[analyses]] tables
+    from importlib.resources import files
+
+    for name in ("cifar10-exercise", "chapter-questions", "low-latency"):
+        text = (files("trainwell.experiments") / "presets" / f"{name}.toml").read_text()
+        variants, analyses = text.count("[[variants]]"), text.count("[[analyses]]")
+        n, one, many = (variants, "variant", "variants") if variants else (analyses, "analysis", "analyses")
+        assert re.search(rf"\b{n} {one if n == 1 else many}\b", lines[name]), lines[name]

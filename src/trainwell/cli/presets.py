@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     for p in presets:
         table.add_row(
             f"[bold]{p['name']}[/]",
-            f"{len(p['variants'])} variants" if p["variants"] else f"{len(p['analyses'])} analyses",
+            _count(len(p["variants"]), "variant", "variants")
+            if p["variants"]
+            else _count(len(p["analyses"]), "analysis", "analyses"),
             " ".join(p["description"].split()),
         )
     out.print(table)
@@ -45,3 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("presets", help="list the built-in experiments")
     add_json_option(p)
     p.set_defaults(func=run)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
