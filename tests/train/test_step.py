@@ -280,7 +280,6 @@ def test_compiled_fit_matches_eager_fit():
         "device": "cpu",
     }
     results = []
-    torch._dynamo.reset()  # whole_step's graphs from earlier tests would count as recompiles here
     for compile_ in (False, True):
         torch.manual_seed(0)
         model = build_model(REGULARIZED, (4,))
@@ -311,7 +310,6 @@ def test_compiled_fit_with_batch_norm_matches_eager_fit():
         "device": "cpu",
     }
     models = []
-    torch._dynamo.reset()  # whole_step's graphs from earlier tests would count as recompiles here
     for compile_ in (False, True):
         torch.manual_seed(0)
         model = build_model(BN, (4,))
@@ -321,3 +319,19 @@ def test_compiled_fit_with_batch_norm_matches_eager_fit():
     assert state.extra["step"] == "compiled (train.compile = true)"
     for (name, ta), tb in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
         torch.testing.assert_close(tb, ta, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inductor's
+def test_each_compiled_step_compiles_on_its_own_not_as_a_recompile_of_the_last():
+    """A process that trains many models (an experiment's runs, a study's sub-runs) compiles one step per
+    model. Had they shared one dynamo cache, each new model would count as a recompile of the last, and with
+    ``fullgraph`` the ninth would fail (it did: the full chapter-questions study). Here even one recompile is an
+    error, and two different models compile in turn, then the first again."""
+    ds = blobs(n=500, shape=(4,))
+    spec = {"optimizer": {"name": "nadam", "learning_rate": 1e-2}, "epochs": 1, "batch_size": 32}
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for layers in (REGULARIZED, BN, REGULARIZED):
+            torch.manual_seed(0)
+            state = fit(build_model(layers, (4,)), ds, TrainSpec.model_validate(spec | {"compile": True}))
+            assert state.extra["step"] == "compiled (train.compile = true)"

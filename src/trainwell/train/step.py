@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -464,10 +465,6 @@ def compiled_step_problem(model: nn.Module, optimizer: torch.optim.Optimizer) ->
     return None
 
 
-# The compiled steps that have compiled in this process (their tokens; see the guard skip in step()).
-_COMPILED_STEPS: set[object] = set()
-
-
 def make_compiled_step(
     model: nn.Module,
     logits_model: nn.Module,
@@ -558,12 +555,23 @@ def make_compiled_step(
     # noise) but made a cold compile ~50 % longer (79 s vs 52 s, loaded) and a warm start 6.3 s vs 4.5 s
     # (benchmarks/NOTES.md, section 6)
     options = compile_options if compile_options is not None else {}
+    # Dynamo keeps its cache, and counts recompiles against its limit (8), per code object. Every step made
+    # here would share whole_step's, so a process that trains many models (an experiment's runs, a study's
+    # sub-runs) would see each new model as a recompile of the last one and, with fullgraph, fail at the
+    # ninth. A copy of the code object per step gives each step a cache of its own.
+    own_step = types.FunctionType(
+        whole_step.__code__.replace(),
+        whole_step.__globals__,
+        whole_step.__name__,
+        None,
+        whole_step.__closure__,
+    )
     compiled = (
-        torch.compile(whole_step, fullgraph=True, dynamic=False, options=options)
+        torch.compile(own_step, fullgraph=True, dynamic=False, options=options)
         if use_compiler
         else whole_step
     )
-    cache: dict[str, Any] = {"first": None, "compiled_for": None, "token": object()}
+    cache: dict[str, Any] = {"first": None, "compiled_for": None}
 
     def state_lists(keys: tuple[str, ...]) -> dict[str, list[Tensor]] | None:
         """The optimizer's state tensors by key (re-gathered when ``load_state_dict`` replaced them)."""
@@ -606,20 +614,17 @@ def make_compiled_step(
         # graph reads, which cost a fifth of a step (benchmarks/NOTES.md). The step's inputs keep their
         # shapes, dtypes and devices (full batches only; optimizer state re-gathered above), so the guards
         # could only fail on what is checked here: the optimizer's flags and the model's train/eval mode.
-        # When those differ, the guards run and dynamo recompiles as usual. Every compiled step shares
-        # whole_step's code and so dynamo's cache for it: with a second one in the process, the guards are
-        # what tells their graphs apart, and they always run.
+        # When those differ, the guards run and dynamo recompiles as usual. The cache consulted is this
+        # step's own (its own code object, above), so no other model's graph can be picked by mistake.
         now = (flags, logits_model.training)
         stance = (
             torch.compiler.set_stance(skip_guard_eval_unsafe=True)
-            if use_compiler and cache["compiled_for"] == now and {cache["token"]} == _COMPILED_STEPS
+            if use_compiler and cache["compiled_for"] == now
             else contextlib.nullcontext()
         )
         with stance:
             value, logits = compiled(values, lists, sc, xb, yb, flags, running, counters)
         cache["compiled_for"] = now
-        if use_compiler:
-            _COMPILED_STEPS.add(cache["token"])
         if not counter_keys:
             _advance(rule, spec.name, group, states)
         apply_decay(optimizer)
@@ -674,7 +679,7 @@ def _with_fallback(
     """Compilation happens at the first compiled call (and again if a guard fails). If it fails, ``compile =
     true`` stops with the reason, and ``"auto"`` says so on stderr and goes on with the eager step: nothing
     has changed yet, a compile error comes before the graph runs."""
-    from torch._dynamo.exc import TorchDynamoException
+    from torch._dynamo.exc import FailOnRecompileLimitHit, TorchDynamoException
     from torch._inductor.exc import InductorError
 
     current: list[StepFn] = [step]
@@ -682,7 +687,7 @@ def _with_fallback(
     def guarded(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         try:
             return current[0](xb, yb)
-        except (TorchDynamoException, InductorError) as e:
+        except (TorchDynamoException, InductorError, FailOnRecompileLimitHit) as e:
             if strict:
                 raise TrainingError(f"train.compile: compiling the training step failed: {e}") from e
             print(
