@@ -330,6 +330,32 @@ def _schedule(o: RecipeOptions) -> Choice:
     )
 
 
+# The scaling every dense-stack recipe asks for, and why.
+_STANDARDIZE_WHY = (
+    "standardized inputs: mean 0 and standard deviation 1 per feature "
+    f"({sources.PRACTICAL_GUIDELINES}: normalize the input features)"
+)
+
+
+def _stack_document(
+    o: RecipeOptions,
+    notes: tuple[str, ...],
+    layers: list[Any],
+    layers_why: str,
+    note: Choice,
+    scaling_why: str = _STANDARDIZE_WHY,
+) -> Document:
+    """A recipe made of standardized data, one model table (the layers and a note on them) and the train table."""
+    return Document(
+        notes,
+        tables=(
+            _data_table(o, scaling_why),
+            Table("model", (Choice("layers", Items(tuple(layers)), layers_why), note)),
+            _train_table(o),
+        ),
+    )
+
+
 def _train_table(o: RecipeOptions, extra: tuple[Choice, ...] = (), epochs: int = EPOCHS) -> Table:
     return Table(
         "train",
@@ -403,19 +429,14 @@ def _default(o: RecipeOptions) -> Document:
         "kernel_regularizer = { l2 = 1e-4 } to the hidden dense layers "
         f"({sources.DEFAULT_TABLE}: early stopping, + ℓ2 reg. if needed)",
     )
-    return Document(
+    return _stack_document(
+        o,
         (),
-        tables=(
-            _data_table(
-                o,
-                "standardized inputs: mean 0 and standard deviation 1 per feature, fitted on the "
-                f"training split ({sources.PRACTICAL_GUIDELINES}: normalize the input features)",
-            ),
-            Table(
-                "model", (Choice("layers", Items(tuple(layers)), "a plain stack of dense layers"), l2_note)
-            ),
-            _train_table(o),
-        ),
+        layers,
+        "a plain stack of dense layers",
+        l2_note,
+        scaling_why="standardized inputs: mean 0 and standard deviation 1 per feature, fitted on the "
+        f"training split ({sources.PRACTICAL_GUIDELINES}: normalize the input features)",
     )
 
 
@@ -449,17 +470,14 @@ def _self_normalizing(o: RecipeOptions) -> Document:
         '"alpha_dropout", rate = 0.1 } before the output layer, never plain dropout, ℓ1/ℓ2, '
         f"max-norm or BN, which break self-normalization ({sources.SELF_NORMALIZING_TABLE})",
     )
-    return Document(
+    return _stack_document(
+        o,
         (),
-        tables=(
-            _data_table(
-                o,
-                "standardized inputs (mean 0, standard deviation 1): SELU self-normalizes only from "
-                f"inputs that start there ({sources.SELU_CONDITIONS})",
-            ),
-            Table("model", (Choice("layers", Items(tuple(layers)), "dense layers only"), dropout_note)),
-            _train_table(o),
-        ),
+        layers,
+        "dense layers only",
+        dropout_note,
+        scaling_why="standardized inputs (mean 0, standard deviation 1): SELU self-normalizes only from "
+        f"inputs that start there ({sources.SELU_CONDITIONS})",
     )
 
 
@@ -475,30 +493,15 @@ def _sparse(o: RecipeOptions) -> Document:
         "after training, zero out the tiny weights and fine-tune: `trainwell prune RUN --sparsity 0.9 "
         f"--finetune 2` ({sources.SPARSE_CASE})"
     )
-    return Document(
+    return _stack_document(
+        o,
         (
             "Sparsity breaks self-normalization, so this builds on the default configuration, not on SELU.",
             f"l1 = {l1:g}: the penalty starts at about {L1_PENALTY_SHARE:.0%} of the initial loss (ln {o.classes}).",
         ),
-        tables=(
-            _data_table(
-                o,
-                "standardized inputs: mean 0 and standard deviation 1 per feature "
-                f"({sources.PRACTICAL_GUIDELINES}: normalize the input features)",
-            ),
-            Table(
-                "model",
-                (
-                    Choice(
-                        "layers",
-                        Items(tuple(layers)),
-                        "the default configuration's stack, with l1 on the hidden kernels",
-                    ),
-                    Choice(None, None, after),
-                ),
-            ),
-            _train_table(o),
-        ),
+        layers,
+        "the default configuration's stack, with l1 on the hidden kernels",
+        Choice(None, None, after),
     )
 
 
@@ -527,26 +530,15 @@ def _low_latency(o: RecipeOptions) -> Document:
         "after training: `trainwell fuse RUN` folds BN into the dense layers, `trainwell export RUN "
         f"--precision float16` (or int8) lowers the precision ({sources.LOW_LATENCY_CASE})"
     )
-    return Document(
+    return _stack_document(
+        o,
         (
             f"l1 = {l1:g} makes the model sparse, which also speeds it up; "
             f"the penalty starts at about {L1_PENALTY_SHARE:.0%} of the initial loss.",
         ),
-        tables=(
-            _data_table(
-                o,
-                "standardized inputs: mean 0 and standard deviation 1 per feature "
-                f"({sources.PRACTICAL_GUIDELINES}: normalize the input features)",
-            ),
-            Table(
-                "model",
-                (
-                    Choice("layers", Items(tuple(layers)), "a small stack of dense layers"),
-                    Choice(None, None, after),
-                ),
-            ),
-            _train_table(o),
-        ),
+        layers,
+        "a small stack of dense layers",
+        Choice(None, None, after),
     )
 
 
@@ -571,27 +563,12 @@ def _risk_sensitive(o: RecipeOptions) -> Document:
         "stays in inference mode) and reports, beside the ordinary prediction, accuracy, log loss (how well the "
         f"probabilities are calibrated: lower is better) and predictive entropy ({sources.RISK_SENSITIVE_CASE})"
     )
-    return Document(
+    return _stack_document(
+        o,
         (),
-        tables=(
-            _data_table(
-                o,
-                "standardized inputs: mean 0 and standard deviation 1 per feature "
-                f"({sources.PRACTICAL_GUIDELINES}: normalize the input features)",
-            ),
-            Table(
-                "model",
-                (
-                    Choice(
-                        "layers",
-                        Items(tuple(layers)),
-                        "the default configuration's stack, with MC dropout before the output",
-                    ),
-                    Choice(None, None, after),
-                ),
-            ),
-            _train_table(o),
-        ),
+        layers,
+        "the default configuration's stack, with MC dropout before the output",
+        Choice(None, None, after),
     )
 
 
