@@ -164,9 +164,14 @@ def vanishing_gradients(record: dict[str, Any], *, min_orders: float = 2.0) -> F
     ratio = gradient_rms_ratio(record)
     if ratio is None or not math.isfinite(ratio) or ratio > 10.0**-min_orders:
         return None
+    return _gradient_ratio_finding("vanishing_gradients", record, ratio)
+
+
+def _gradient_ratio_finding(name: str, record: dict[str, Any], ratio: float) -> Finding:
+    """A vanishing or exploding finding from the bottom-to-top weight-gradient RMS ``ratio``."""
     hidden = _hidden_dense(record)
     return Finding(
-        "vanishing_gradients",
+        name,
         (hidden[0]["name"], hidden[-1]["name"]),
         f"weight-gradient RMS {hidden[0]['name']}/{hidden[-1]['name']} = {_fmt(ratio)} "
         f"(10^{math.log10(ratio):.1f}; bottom to top: {_gradient_profile(hidden)})",
@@ -188,13 +193,7 @@ def exploding_gradients(record: dict[str, Any], *, min_orders: float = 2.0) -> F
     ratio = gradient_rms_ratio(record)
     if ratio is None or not math.isfinite(ratio) or ratio < 10.0**min_orders:
         return None
-    hidden = _hidden_dense(record)
-    return Finding(
-        "exploding_gradients",
-        (hidden[0]["name"], hidden[-1]["name"]),
-        f"weight-gradient RMS {hidden[0]['name']}/{hidden[-1]['name']} = {_fmt(ratio)} "
-        f"(10^{math.log10(ratio):.1f}; bottom to top: {_gradient_profile(hidden)})",
-    )
+    return _gradient_ratio_finding("exploding_gradients", record, ratio)
 
 
 def saturation(record: dict[str, Any], *, max_saturated_fraction: float = 0.2) -> Finding | None:
