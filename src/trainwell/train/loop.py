@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,15 +173,17 @@ def fit(
         restore_state(state, resume, callbacks)
 
     logits_model, _ = split_output(model)
-    if step_fn is not None:
-        step, state.extra["step"] = step_fn, "given (fit's step_fn)"
-    elif dist is not None:  # the eager step over DDP: the compiled one bypasses DDP's gradient hooks
-        step, state.extra["step"] = dist.make_step(state, logits_model, loss_spec)
-    else:  # eager, or compiled when train.compile asks (train/step.py)
-        step, state.extra["step"] = build_step(
-            model, logits_model, loss_spec, optimizer, compile=spec.compile, precision=spec.precision,
+
+    def build() -> tuple[Callable[..., Any], str]:
+        """The step for the state's optimizer and trainable parameters, and a line saying which it is."""
+        if dist is not None:  # the eager step over DDP: the compiled one bypasses DDP's gradient hooks
+            return dist.make_step(state, logits_model, loss_spec)
+        return build_step(  # eager, or compiled when train.compile asks (train/step.py)
+            model, logits_model, loss_spec, state.optimizer, compile=spec.compile, precision=spec.precision,
             # the whole run's steps, not those left: a resumed run must choose the step it started with
             batch_size=batch_size, total_steps=spec.epochs * state.steps_per_epoch)
+
+    step, state.extra["step"] = (step_fn, "given (fit's step_fn)") if step_fn is not None else build()
     built_for = _step_key(state)
     step_begin = [cb for cb in callbacks if overrides(cb, "on_step_begin")]
     step_end = [cb for cb in callbacks if overrides(cb, "on_step_end")]
@@ -201,9 +203,7 @@ def fit(
             cb.on_epoch_begin(state, epoch)
         if step_fn is None and _step_key(state) != built_for:  # a callback (train.phases) froze layers or
             # rebuilt the optimizer: the step holds both (the compiled one, its list of trainable parameters)
-            step, state.extra["step"] = dist.make_step(state, logits_model, loss_spec) if dist else build_step(
-                model, logits_model, loss_spec, state.optimizer, compile=spec.compile, precision=spec.precision,
-                batch_size=batch_size, total_steps=spec.epochs * state.steps_per_epoch)
+            step, state.extra["step"] = build()
             built_for = _step_key(state)
         model.train()
         # One gather per epoch, then contiguous slices: cheaper than a gather per step. A resumed epoch draws
