@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -275,6 +276,18 @@ def process_group(device: str = "auto", timeout: timedelta = PROCESS_GROUP_TIMEO
     finally:
         _current = None
         dist.destroy_process_group()
+
+
+def leave(code: int) -> NoReturn:
+    """End this rank's process with ``code`` once its process group is destroyed and its work is written,
+    skipping the interpreter's finalization. There, gloo's worker threads can still hold work objects whose
+    destruction aborts the process (SIGABRT, "terminate called without an active exception"; torch's own
+    attempt to destroy process groups in an atexit handler, pytorch/pytorch#179291, was abandoned). It was seen
+    twice here, each at the end of a resumed 2-process run, and torchrun then reports the whole job as failed.
+    Everything trainwell writes is already on disk (atomic writes with fsync); only the streams need a flush."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # What gloo and NCCL say when a collective finds its peer gone (gloo raises a plain RuntimeError in torch 2.13).

@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
         return _launch(args)
     if distributed.launched_by_torchrun():
         with distributed.process_group(_device(args)):
-            return _run(args)
+            code = _run(args)
+        distributed.leave(code)  # not through the interpreter's finalization (see leave)
     return _run(args)
 
 
